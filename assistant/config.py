@@ -1,0 +1,45 @@
+"""Where Hearth keeps its data, and its default settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from assistant.errors import StorageError
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are Hearth, a helpful assistant running privately on the user's computer. "
+    "Answer clearly and concisely."
+)
+DEFAULT_BACKEND = "hf"
+DEFAULT_MAX_NEW_TOKENS = 512
+
+
+def hearth_home() -> Path:
+    """The data directory: $HEARTH_HOME, default ~/.local/share/hearth."""
+    env = os.environ.get("HEARTH_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".local" / "share" / "hearth"
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create a directory under HEARTH_HOME, or raise a StorageError that says why not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create {path}: {exc.strerror or exc}. "
+            "Set HEARTH_HOME to a writable directory."
+        ) from exc
+    if not os.access(path, os.W_OK):
+        raise StorageError(f"{path} is not writable. Set HEARTH_HOME to a writable directory.")
+    return path
+
+
+def models_dir() -> Path:
+    """Folder holding prepared models (the converted default model among them)."""
+    return hearth_home() / "models"
+
+
+def history_db_path() -> Path:
+    """The SQLite file with every conversation."""
+    return hearth_home() / "hearth.db"

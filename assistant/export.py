@@ -1,0 +1,49 @@
+"""Export conversations as Markdown, JSON, or ChatML JSONL for finetuning."""
+
+from __future__ import annotations
+
+import json
+
+from assistant.records import Conversation, Message
+
+FORMATS = ("md", "json", "chatml")
+
+
+def to_markdown(conv: Conversation, messages: list[Message]) -> str:
+    """A readable Markdown transcript."""
+    lines = [f"# {conv.title}", "", f"*System:* {conv.system_prompt}", ""]
+    for m in messages:
+        who = {"user": "You", "assistant": "Assistant", "system": "System"}[m.role]
+        note = "" if m.status in ("complete", "stop") else f" ({m.status})"
+        lines += [f"## {who}{note}", "", m.content, ""]
+    return "\n".join(lines)
+
+
+def to_json(conv: Conversation, messages: list[Message]) -> str:
+    """The conversation with every stored field."""
+    return json.dumps(
+        {"conversation": conv.to_dict(), "messages": [m.to_dict() for m in messages]},
+        ensure_ascii=False,
+        indent=2,
+    )
+
+
+def to_chatml_record(conv: Conversation, messages: list[Message]) -> dict:
+    """One {"messages": [...]} training example; failed or cancelled replies are left out."""
+    turns = [{"role": "system", "content": conv.system_prompt}] if conv.system_prompt else []
+    for m in messages:
+        if m.role == "assistant" and m.status not in ("stop", "complete"):
+            continue
+        turns.append({"role": m.role, "content": m.content})
+    return {"messages": turns}
+
+
+def export(conv: Conversation, messages: list[Message], fmt: str) -> str:
+    """Text of one conversation in the chosen format (chatml: one JSONL line)."""
+    if fmt == "md":
+        return to_markdown(conv, messages)
+    if fmt == "json":
+        return to_json(conv, messages)
+    if fmt == "chatml":
+        return json.dumps(to_chatml_record(conv, messages), ensure_ascii=False)
+    raise ValueError(f"unknown export format {fmt!r}; choose one of {FORMATS}")

@@ -1,0 +1,1 @@
+"""Hugging Face transformers backend (optionally with a peft LoRA adapter)."""

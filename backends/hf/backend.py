@@ -1,0 +1,96 @@
+"""Run any transformers causal LM folder with our decode loop and KV cache."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from assistant.errors import ModelNotFound
+from backends.base import GenerationParams, TokenStep, decode_loop
+from backends.tokenizer import ChatTokenizer
+
+log = logging.getLogger(__name__)
+
+
+def pick_device() -> tuple[torch.device, torch.dtype]:
+    """CUDA with bf16 when available, else CPU fp32."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.bfloat16
+    return torch.device("cpu"), torch.float32
+
+
+class HFBackend:
+    """A transformers model folder (safetensors + config.json + tokenizer.json)."""
+
+    name = "hf"
+
+    def __init__(self, model_dir: str | Path, adapter: str | Path | None = None):
+        from transformers import AutoModelForCausalLM
+
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise ModelNotFound(
+                f"{model_dir} is not a model folder (no config.json). "
+                "Pass --model with a Hugging Face model folder."
+            )
+        self.tokenizer = ChatTokenizer.from_file(model_dir)
+        self.device, dtype = pick_device()
+        try:
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+        except Exception as exc:
+            raise ModelNotFound(f"cannot load the model in {model_dir}: {exc}") from exc
+        if adapter is not None:
+            model = self._with_adapter(model, Path(adapter))
+        self.model = model.to(self.device).eval()
+        self.model_id = str(model_dir) + (f" + {adapter}" if adapter else "")
+        config = model.config
+        self.context_length = int(getattr(config, "max_position_embeddings", 2048))
+        self.vocab_size = int(config.vocab_size)
+
+    @staticmethod
+    def _with_adapter(model, adapter: Path):
+        from peft import PeftModel
+
+        if not (adapter / "adapter_config.json").is_file():
+            raise ModelNotFound(
+                f"{adapter} is not a LoRA adapter (no adapter_config.json). "
+                "Pass --adapter with a folder written by `hearth train sft --lora`."
+            )
+        try:
+            return PeftModel.from_pretrained(model, adapter)
+        except Exception as exc:
+            raise ModelNotFound(f"cannot apply the adapter {adapter}: {exc}") from exc
+
+    @torch.inference_mode()
+    def logits(self, ids: list[int]) -> torch.Tensor:
+        """Logits at every position of one sequence (no cache), shape (len, vocab)."""
+        input_ids = torch.tensor([ids], device=self.device)
+        return self.model(input_ids=input_ids, use_cache=False).logits[0].float()
+
+    def stream(
+        self,
+        prompt_ids: list[int],
+        params: GenerationParams,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[TokenStep]:
+        """Prefill the prompt once, then decode token by token with the model's KV cache."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        with torch.inference_mode():
+            input_ids = torch.tensor([prompt_ids], device=self.device)
+            out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True)
+            first = out.logits[0, -1]
+
+        def step(token: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                out = self.model(input_ids=token.view(1, 1), past_key_values=cache, use_cache=True)
+                return out.logits[0, -1]
+
+        yield from decode_loop(
+            first, step, params, self.vocab_size, self.tokenizer.stop_ids, cancel
+        )

@@ -1,0 +1,51 @@
+"""Builders for tiny real models and tokenizers that tests create on the fly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from finetune.tokenizer import train_bpe
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Paris is the capital of France. Berlin is the capital of Germany.",
+    "Hearth is a private assistant that runs on your own computer.",
+    "def add(a, b):\n    return a + b\n",
+    "Le café est très bon. 東京は日本の首都です。",
+    "system user assistant You are a helpful assistant.",
+] * 20
+
+
+def build_tokenizer(path: Path, vocab_size: int = 400) -> Path:
+    """Train a byte-level BPE with ChatML specials and save tokenizer.json in `path`."""
+    path.mkdir(parents=True, exist_ok=True)
+    train_bpe(CORPUS, vocab_size=vocab_size).save(str(path / "tokenizer.json"))
+    return path
+
+
+def build_tiny_llama(path: Path, seed: int = 0, context: int = 256) -> Path:
+    """A randomly initialised 2-layer Llama (GQA) saved as a HF folder with our tokenizer."""
+    from tokenizers import Tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    build_tokenizer(path)
+    vocab = Tokenizer.from_file(str(path / "tokenizer.json")).get_vocab_size()
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=context,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
