@@ -23,9 +23,12 @@ def _stderr(text: str) -> None:
 # -- shared options ---------------------------------------------------------------------------
 def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--backend", default=DEFAULT_BACKEND, help="model backend (default: %(default)s)")
+    g.add_argument("--backend", default=DEFAULT_BACKEND, choices=("hf", "scratch"),
+                   help="hf: transformers; scratch: our own decoder and KV cache (default: %(default)s)")
     g.add_argument("--model", metavar="PATH", help="model folder (default: the bundled SmolLM2-135M-Instruct)")
     g.add_argument("--adapter", metavar="PATH", help="LoRA adapter folder to apply (hf backend)")
+    g.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                   help="scratch backend weights: fp32 (reference), bf16, int8 (fastest on CPU)")
 
 
 def add_generation_options(p: argparse.ArgumentParser) -> None:
@@ -64,7 +67,7 @@ def open_session(args: argparse.Namespace, store):
     sampling = sampling_from_args(args)
     if store is not None and args.conversation is not None:
         store.get_conversation(args.conversation)  # fail fast, before loading a model
-    backend = load_backend(args.backend, args.model, args.adapter, report=_stderr)
+    backend = load_backend(args.backend, args.model, args.adapter, report=_stderr, precision=args.precision)
     options = dict(sampling=sampling, max_new_tokens=args.max_tokens)
     if args.conversation is not None:
         if store is None:
@@ -179,6 +182,16 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    report = (lambda text: None) if args.json else _stderr
+    if args.what == "decode":
+        from assistant.bench import decode
+
+        result = decode.run(new_tokens=args.tokens, report=report)
+    print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -221,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     q = hs.add_parser("delete", help="delete one conversation")
     q.add_argument("id", type=int)
     p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("bench", help="benchmarks that compare two implementations in one run")
+    bs = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    q = bs.add_parser("decode", help="scratch engine vs transformers generate on the default model")
+    q.add_argument("--tokens", type=int, default=256, help="new tokens per measurement (default %(default)s)")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("setup", help="prepare the bundled default model (one time)")
     p.set_defaults(func=cmd_setup)

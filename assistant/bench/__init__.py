@@ -1,0 +1,1 @@
+"""Benchmarks behind `hearth bench`: each compares two things in one run and prints a ratio."""

@@ -1,0 +1,1 @@
+"""Our from-scratch decoder Transformer (the book's model, Llama-compatible) and its engine."""

@@ -1,0 +1,65 @@
+"""The scratch backend: our decoder and KV-cache engine behind the backend protocol."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from backends.base import GenerationParams, TokenStep
+from backends.scratch.engine import Engine
+from backends.scratch.model import DecoderLanguageModel
+from backends.scratch.weights import load_model
+from backends.tokenizer import ChatTokenizer
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "int8")
+DEFAULT_CACHE_TOKENS = 8192
+
+
+def apply_precision(model: DecoderLanguageModel, precision: str) -> DecoderLanguageModel:
+    """fp32 (reference), bf16 (weights and activations), or int8 (dynamic int8 linear layers)."""
+    if precision == "fp32":
+        return model
+    if precision == "bf16":
+        return model.to(torch.bfloat16)
+    if precision == "int8":
+        if next(model.parameters()).device.type != "cpu":
+            raise ValueError("int8 precision runs on the CPU; use bf16 on a GPU")
+        with warnings.catch_warnings():  # torch.ao's dynamic quantization warns it is deprecated
+            warnings.simplefilter("ignore")
+            from torch.ao.quantization import quantize_dynamic
+
+            if model.config.tie_embeddings:  # quantize a private copy of the shared output weight
+                model.output.weight = nn.Parameter(model.output.weight.detach().clone())
+            return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+
+
+class ScratchBackend:
+    """Runs a native checkpoint or a Llama-family HF folder through our engine."""
+
+    name = "scratch"
+
+    def __init__(self, model_dir: str | Path, precision: str = "fp32", max_cache_tokens: int = DEFAULT_CACHE_TOKENS,
+                 device: str | None = None):
+        model_dir = Path(model_dir)
+        self.tokenizer = ChatTokenizer.from_file(model_dir)
+        model = load_model(model_dir).fuse_for_inference()
+        device = device or ("cuda" if torch.cuda.is_available() and precision != "int8" else "cpu")
+        model = apply_precision(model.to(device), precision)
+        self.precision = precision
+        self.model_id = f"{model_dir} ({precision})"
+        self.context_length = min(model.config.context_length, max_cache_tokens)
+        self.engine = Engine(model, max_len=self.context_length)
+
+    def stream(self, prompt_ids: list[int], params: GenerationParams,
+               cancel: threading.Event | None = None) -> Iterator[TokenStep]:
+        """Generate with prefix reuse: a follow-up turn prefills only its new tokens."""
+        return self.engine.generate(prompt_ids, params, self.tokenizer.stop_ids, cancel)
