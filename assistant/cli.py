@@ -41,6 +41,12 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
 
 
+def add_docs_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("documents")
+    g.add_argument("--docs", metavar="COLLECTION", help="answer from this document collection, with citations")
+    g.add_argument("-k", "--sources", type=int, default=3, dest="k", help="sources per answer (default %(default)s)")
+
+
 def sampling_from_args(args: argparse.Namespace):
     """SamplingParams from the command line; invalid values become a HearthError."""
     from backends.sampling import SamplingParams
@@ -69,6 +75,10 @@ def open_session(args: argparse.Namespace, store):
         store.get_conversation(args.conversation)  # fail fast, before loading a model
     backend = load_backend(args.backend, args.model, args.adapter, report=_stderr, precision=args.precision)
     options = dict(sampling=sampling, max_new_tokens=args.max_tokens)
+    if getattr(args, "docs", None):
+        from retrieval.collection import Collection
+
+        options.update(collection=Collection(args.docs, create=False), k=args.k)
     if args.conversation is not None:
         if store is None:
             raise HearthError("--conversation needs history; drop --no-history")
@@ -100,9 +110,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     cancel = threading.Event()
     done = None
     events = session.send(question, cancel)
+    stream = not args.json and session.collection is None  # grounded answers print once checked
     try:
         for event in events:
-            if isinstance(event, TokenEvent) and not args.json:
+            if isinstance(event, TokenEvent) and stream:
                 sys.stdout.write(event.text)
                 sys.stdout.flush()
             elif isinstance(event, DoneEvent):
@@ -113,6 +124,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
             sys.stdout.write("\n[stopped]\n")
         return 130
     assert done is not None
+    if not args.json and session.collection is not None:
+        print_grounded(done.message)
     if args.json:
         print(json.dumps({
             "answer": done.message.content,
@@ -120,8 +133,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
             "model": session.backend.model_id,
             "conversation_id": session.conversation_id,
             "finish_reason": done.finish_reason,
-            "sources": [],
-            "checks": None,
+            "sources": done.message.sources,
+            "checks": done.message.checks,
             "timings": {
                 "ttft_s": done.timings.ttft_s,
                 "decode_tok_s": done.timings.decode_tok_s,
@@ -129,14 +142,33 @@ def cmd_ask(args: argparse.Namespace) -> int:
                 "completion_tokens": done.timings.completion_tokens,
             },
         }, ensure_ascii=False))
-    else:
+    elif stream:
         sys.stdout.write("\n")
-        if done.finish_reason == "length":
-            _stderr("[reply cut at --max-tokens]")
+    if not args.json and done.finish_reason == "length":
+        _stderr("[reply cut at --max-tokens]")
     if done.error:
         _stderr(f"hearth: generation failed: {done.error}")
         return 1
     return 0
+
+
+def print_grounded(message) -> None:
+    """A grounded answer: unsupported sentences marked, then the numbered sources."""
+    text = message.content
+    if message.checks:
+        for sentence in reversed(message.checks["sentences"]):
+            if sentence["verdict"] == "unsupported":
+                a, b = sentence["start"], sentence["end"]
+                text = text[:a] + "\u26a0 " + text[a:b] + " [unsupported]" + text[b:]
+    print(text)
+    if message.checks and message.checks.get("score") is not None:
+        print(f"\n(support score {message.checks['score']:.2f})")
+    if message.sources:
+        print("\nSources:")
+        for s in message.sources:
+            where = f"page {s['page']}" if s.get("page") else f"line {s['line']}"
+            heading = f" \u2014 {s['heading']}" if s.get("heading") else ""
+            print(f"  [{s['rank']}] {s['path']} ({where}){heading}")
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -182,12 +214,102 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from retrieval.collection import Collection
+    from retrieval.embedder import Embedder
+
+    paths = [Path(p) for p in args.paths]
+    collection = Collection(args.collection, embedder=Embedder(args.embedder) if args.embedder else None)
+    bar = tqdm(total=None, unit="file", desc=f"ingest {args.collection}", file=sys.stderr, disable=args.json)
+
+    def progress(state: dict) -> None:
+        bar.total = state["files_total"]
+        bar.n = state["files_done"]
+        elapsed = bar.format_dict["elapsed"] or 1e-9
+        bar.set_postfix(chunks=state["chunks"], chunks_s=f"{state['chunks'] / elapsed:.1f}", refresh=False)
+        bar.refresh()
+
+    try:
+        report = collection.ingest(paths, max_bytes=args.max_mb * 1024 * 1024, progress=progress)
+    finally:
+        bar.close()
+    for path, reason in report.skipped:
+        _stderr(f"skipped {path}: {reason}")
+    summary = {"collection": args.collection, "added": report.added, "updated": report.updated,
+               "unchanged": report.unchanged, "removed": report.removed, "skipped": len(report.skipped),
+               "chunks": report.chunks, "seconds": round(report.seconds, 2),
+               "chunks_per_s": round(report.chunks_per_s, 2)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{args.collection}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+              f"{report.removed} removed, {len(report.skipped)} skipped; {report.chunks} chunks in "
+              f"{report.seconds:.1f} s ({report.chunks_per_s:.1f} chunks/s)")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from retrieval.collection import Collection
+    from retrieval.search import search
+
+    collection = Collection(args.collection, create=False)
+    hits = search(collection, args.query, k=args.k, mode=args.mode)
+    if args.json:
+        print(json.dumps([h.to_dict(rank) for rank, h in enumerate(hits, 1)], ensure_ascii=False))
+        return 0
+    if not hits:
+        print("no matches")
+    for rank, hit in enumerate(hits, 1):
+        c = hit.chunk
+        where = f"{c.path}:{c.line_start}" + (f" (page {c.page})" if c.page else "")
+        snippet = " ".join(c.text.split())[:200]
+        print(f"{rank}. [{hit.score:.3f}] {where}" + (f"  \u2014 {c.heading}" if c.heading else ""))
+        print(f"   {snippet}")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from retrieval.collection import Collection
+
+    collection = Collection(args.collection, create=False)
+    if args.action == "rebuild":
+        collection.rebuild_index()
+    elif args.action == "remove":
+        removed = collection.remove_path(Path(args.path))
+        _stderr(f"removed {removed} document(s) from {args.collection}")
+    status = collection.status()
+    if args.json:
+        print(json.dumps(status))
+    else:
+        for key, value in status.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    report = (lambda text: None) if args.json else _stderr
+    if args.what == "retrieval":
+        from assistant.bench.retrieval import eval_squad
+
+        if not Path(args.squad).is_file():
+            raise HearthError(f"no SQuAD file at {args.squad}")
+        result = eval_squad(Path(args.squad), limit=args.limit, report=report)
+    print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     report = (lambda text: None) if args.json else _stderr
     if args.what == "decode":
         from assistant.bench import decode
 
         result = decode.run(new_tokens=args.tokens, report=report)
+    elif args.what == "retrieval":
+        from assistant.bench.retrieval import bench_latency
+
+        result = bench_latency(n_chunks=args.chunks, report=report)
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0
 
@@ -207,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p)
     add_generation_options(p)
     p.add_argument("--conversation", type=int, metavar="ID", help="continue a stored conversation")
+    add_docs_options(p)
     p.add_argument("--no-history", action="store_true", help="do not store this exchange")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.set_defaults(func=cmd_ask)
@@ -215,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p)
     add_generation_options(p)
     p.add_argument("--conversation", type=int, metavar="ID", help="continue a stored conversation")
+    add_docs_options(p)
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("history", help="list, show, export or delete stored conversations")
@@ -235,10 +359,49 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("id", type=int)
     p.set_defaults(func=cmd_history)
 
+    p = sub.add_parser("ingest", help="add files and folders to a document collection")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (walked recursively)")
+    p.add_argument("--collection", default="default", help="collection name (default: %(default)s)")
+    p.add_argument("--embedder", metavar="PATH", help="sentence-transformers folder (default: bundled all-MiniLM-L6-v2)")
+    p.add_argument("--max-mb", type=int, default=20, help="skip files larger than this (default %(default)s MiB)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("search", help="search a document collection")
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=5, help="number of results (default %(default)s)")
+    p.add_argument("--mode", choices=("hybrid", "dense", "keyword"), default="hybrid",
+                   help="hybrid (default): dense + keyword fused; dense: embeddings; keyword: BM25")
+    p.add_argument("--collection", default="default", help="collection name (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("index", help="status, rebuild or remove documents of a collection")
+    ix = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, text in (("status", "counts and consistency"), ("rebuild", "rebuild the FAISS index from SQLite"),
+                       ("remove", "remove a file or folder's documents")):
+        q = ix.add_parser(name, help=text)
+        if name == "remove":
+            q.add_argument("path")
+        q.add_argument("--collection", default="default", help="collection name (default: %(default)s)")
+        q.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("eval", help="quality evaluations on labelled data")
+    es = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    q = es.add_parser("retrieval", help="Recall@k / MRR of dense, keyword and hybrid search on SQuAD")
+    q.add_argument("--squad", required=True, metavar="FILE", help="SQuAD-format JSON file")
+    q.add_argument("--limit", type=int, help="ask only this many questions (a seeded sample)")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+    p.set_defaults(func=cmd_eval)
+
     p = sub.add_parser("bench", help="benchmarks that compare two implementations in one run")
     bs = p.add_subparsers(dest="what", metavar="WHAT", required=True)
     q = bs.add_parser("decode", help="scratch engine vs transformers generate on the default model")
     q.add_argument("--tokens", type=int, default=256, help="new tokens per measurement (default %(default)s)")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+    q = bs.add_parser("retrieval", help="hybrid query latency on a large synthetic collection")
+    q.add_argument("--chunks", type=int, default=100_000, help="collection size (default %(default)s)")
     q.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=cmd_bench)
 

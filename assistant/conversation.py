@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Union
+from typing import TYPE_CHECKING, Iterator, Union
 
 from assistant import chatml
 from assistant.chatml import ChatMessage
@@ -17,6 +17,10 @@ from assistant.store import Store
 from backends.base import Backend, GenerationParams
 from backends.sampling import SamplingParams
 from backends.tokenizer import ChatTokenizer, StreamDecoder
+
+if TYPE_CHECKING:
+    from assistant.rag import Source
+    from retrieval.collection import Collection
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +118,8 @@ class ChatSession:
     messages: list[Message] = field(default_factory=list)
     conversation: Conversation | None = None
     last_plan: PromptPlan | None = None
+    collection: "Collection | None" = None  # answer from these documents when set
+    k: int = 3  # sources per grounded answer
 
     @classmethod
     def resume(cls, backend: Backend, store: Store, conversation_id: int, **kwargs) -> "ChatSession":
@@ -166,10 +172,10 @@ class ChatSession:
     def send(self, user_text: str, cancel: threading.Event | None = None) -> Iterator[Event]:
         """Store the user turn, then stream the reply as events; the reply is stored at the end."""
         history = self.history_for_model()
-        plan = self.plan([ChatMessage("user", user_text)], history)  # raises before storing
+        plan, sources = self._plan_turn(user_text, history)  # raises before anything is stored
         self._ensure_conversation(user_text)
         self.messages.append(self._save(Message(role="user", content=user_text)))
-        yield from self._generate(plan, cancel)
+        yield from self._reply(plan, sources, cancel)
 
     def regenerate(self, cancel: threading.Event | None = None) -> Iterator[Event]:
         """Replace the last reply with a new one for the same user turn."""
@@ -180,10 +186,55 @@ class ChatSession:
         if not self.messages or self.messages[-1].role != "user":
             raise ValueError("there is no user message to answer")
         history = self.history_for_model()
-        plan = self.plan(history[-1:], history[:-1])
-        yield from self._generate(plan, cancel)
+        plan, sources = self._plan_turn(history[-1].content, history[:-1])
+        yield from self._reply(plan, sources, cancel)
 
-    def _generate(self, plan: PromptPlan, cancel: threading.Event | None) -> Iterator[Event]:
+    def _plan_turn(self, text: str, history: list[ChatMessage]) -> "tuple[PromptPlan | None, list[Source] | None]":
+        """The prompt for a user turn; with documents on, also its sources (plan None = abstain)."""
+        if self.collection is None:
+            return self.plan([ChatMessage("user", text)], history), None
+        from assistant import rag
+        from retrieval.search import dense_scores, search
+
+        query_vec = self.collection.embedder.encode([text])[0]
+        hits = search(self.collection, text, k=self.k, mode="hybrid", query_vec=query_vec)
+        best = dense_scores(self.collection, query_vec, 1)
+        sources = rag.sources_from_hits(hits)
+        if not best or best[0][1] < rag.MIN_RELEVANCE:
+            return None, sources
+        while sources:  # drop the lowest-ranked sources until prompt + reply fit
+            system, current = rag.grounded_messages(text, sources)
+            try:
+                plan = fit_context(system, history, current, self.backend.tokenizer,
+                                   self.backend.context_length, self.max_new_tokens)
+                if plan.max_new_tokens >= min(self.max_new_tokens, 256):
+                    return plan, sources
+            except ContextOverflow:
+                pass
+            sources = sources[:-1]
+        raise ContextOverflow("the question and even one source do not fit the model's context.")
+
+    def _reply(self, plan: PromptPlan | None, sources: "list[Source] | None",
+               cancel: threading.Event | None) -> Iterator[Event]:
+        if plan is not None:
+            yield from self._generate(plan, cancel, sources)
+            return
+        from assistant.rag import ABSTAIN  # the documents hold nothing relevant: no model call
+
+        reply = Message(role="assistant", content=ABSTAIN, status="stop", backend=self.backend.name,
+                        model=self.backend.model_id, sources=[s.to_dict() for s in sources or []])
+        self.messages.append(self._save(reply))
+        yield TokenEvent(ABSTAIN, -1, 0.0)
+        yield DoneEvent(reply, "stop", reply.timings)
+
+    def _ground(self, answer: str, sources: "list[Source]") -> tuple[str, dict]:
+        from assistant import grounding, rag
+
+        checks = grounding.check(answer, [(s.chunk_id, s.text) for s in sources], self.collection.embedder)
+        return rag.add_citations(answer, checks, sources), checks.to_dict()
+
+    def _generate(self, plan: PromptPlan, cancel: threading.Event | None,
+                  sources: "list[Source] | None" = None) -> Iterator[Event]:
         self.last_plan = plan
         tokenizer = self.backend.tokenizer
         params = GenerationParams(self.sampling, plan.max_new_tokens)
@@ -220,9 +271,14 @@ class ChatSession:
                 prompt_tokens=len(plan.ids),
                 completion_tokens=steps,
             )
+            content, checks = tokenizer.decode(content_ids), None
+            if sources is not None and finish in ("stop", "length") and content.strip():
+                content, checks = self._ground(content, sources)
             reply = Message(
                 role="assistant",
-                content=tokenizer.decode(content_ids),
+                content=content,
+                sources=[s.to_dict() for s in sources or []],
+                checks=checks,
                 status=finish,
                 backend=self.backend.name,
                 model=self.backend.model_id,

@@ -111,3 +111,26 @@ def smollm2_backend(smollm2_dir):
     from backends.hf.backend import HFBackend
 
     return HFBackend(smollm2_dir)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real bundled MiniLM embedder, loaded once."""
+    from retrieval.embedder import Embedder
+
+    e = Embedder()
+    e.model  # noqa: B018  (load now)
+    return e
+
+
+def write_pdf(path: Path, pages: list[str]) -> Path:
+    """A real PDF with one text page per entry (fpdf2)."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=12)
+    for text in pages:
+        pdf.add_page()
+        pdf.multi_cell(0, 8, text)
+    pdf.output(str(path))
+    return path

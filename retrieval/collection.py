@@ -1,0 +1,428 @@
+"""A named document collection: SQLite (documents, chunks, FTS5) plus a FAISS index that agree.
+
+SQLite is the source of truth: each file's chunks, their embeddings and the FTS rows are written
+in one transaction, and a `generation` counter goes up with every commit. The FAISS index is saved
+(atomically) with the generation it reflects; if a crash left it behind the database, opening the
+collection rebuilds it from the stored embeddings, without re-embedding anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import sqlite_utils
+
+from assistant.config import ensure_dir, hearth_home
+from assistant.errors import HearthError
+from assistant.files import write_atomic
+from retrieval.chunker import Chunk, chunk_document
+from retrieval.embedder import Embedder
+from retrieval.keywords import index_text
+from retrieval.loaders import MAX_FILE_BYTES, SkipFile, load
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def collections_dir() -> Path:
+    return hearth_home() / "collections"
+
+
+def list_collections() -> list[str]:
+    """Names of the collections that exist."""
+    root = collections_dir()
+    return sorted(p.name for p in root.iterdir() if (p / "collection.db").is_file()) if root.is_dir() else []
+
+
+@dataclass
+class IngestReport:
+    """What an ingest run did."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    chunks: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def chunks_per_s(self) -> float:
+        return self.chunks / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class ChunkRecord:
+    """A stored chunk with its document's path."""
+
+    id: int
+    path: str
+    title: str
+    heading: str
+    text: str
+    start: int
+    end: int
+    line_start: int
+    line_end: int
+    page: int | None
+
+
+def walk(paths: Iterable[Path], skipped: list[tuple[str, str]]) -> Iterator[Path]:
+    """Files under the given paths; symlinked folders are followed once (no loops)."""
+    seen_dirs: set[tuple[int, int]] = set()
+    for root in paths:
+        root = Path(root)
+        if root.is_file():
+            yield root.resolve()
+            continue
+        if not root.exists():
+            skipped.append((str(root), "does not exist"))
+            continue
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=lambda e: skipped.append((e.filename, f"unreadable folder ({e.strerror})"))):
+            try:
+                st = os.stat(dirpath)
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in seen_dirs:  # a symlink loop or a second link to the same folder
+                skipped.append((dirpath, "already visited (symlink loop)"))
+                dirnames[:] = []
+                continue
+            seen_dirs.add(key)
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                path = Path(dirpath) / name
+                if path.is_symlink() and not path.exists():
+                    skipped.append((str(path), "broken symlink"))
+                    continue
+                if path.is_file():
+                    yield path.resolve()
+
+
+class Collection:
+    """Documents, chunks, FTS5 and FAISS for one collection name under HEARTH_HOME."""
+
+    def __init__(self, name: str = "default", embedder: Embedder | None = None, create: bool = True,
+                 root: Path | None = None):
+        if not name or set(name) - _NAME_OK:
+            raise HearthError(f"invalid collection name {name!r}: use letters, digits, '-', '_' and '.'.")
+        self.name = name
+        self.dir = (root or collections_dir()) / name
+        if not (self.dir / "collection.db").is_file() and not create:
+            known = ", ".join(list_collections()) or "none yet"
+            raise HearthError(f"no collection named {name!r} (existing: {known}); create it with `hearth ingest PATH --collection {name}`.")
+        ensure_dir(self.dir)
+        conn = sqlite3.connect(self.dir / "collection.db", check_same_thread=False, timeout=30)
+        self.db = sqlite_utils.Database(conn)
+        self.db.enable_wal()
+        self._create_schema()
+        self.embedder = self._check_embedder(embedder)
+        self._index = None
+
+    # -- schema and metadata ---------------------------------------------------------------------
+    def _create_schema(self) -> None:
+        if "meta" in self.db.table_names():
+            return
+        with self.db.conn:
+            self.db["meta"].create({"key": str, "value": str}, pk="key")
+            self.db["documents"].create({"id": int, "path": str, "hash": str, "size": int, "mtime": float,
+                                         "title": str, "kind": str, "n_chunks": int, "ingested_at": float}, pk="id")
+            self.db["documents"].create_index(["path"], unique=True)
+            self.db["chunks"].create({"id": int, "doc_id": int, "ord": int, "text": str, "start": int, "end": int,
+                                      "line_start": int, "line_end": int, "page": int, "heading": str,
+                                      "embedding": bytes}, pk="id", foreign_keys=[("doc_id", "documents", "id")])
+            self.db["chunks"].create_index(["doc_id"])
+            self.db.execute("CREATE VIRTUAL TABLE chunks_fts USING fts5(body, tokenize='porter unicode61 remove_diacritics 2')")
+            self.db["meta"].insert_all([{"key": "schema", "value": str(SCHEMA_VERSION)}, {"key": "generation", "value": "0"}])
+
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("select value from meta where key = ?", [key]).fetchone()
+        return row[0] if row else default
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db["meta"].upsert({"key": key, "value": value}, pk="key")
+
+    def _check_embedder(self, embedder: Embedder | None) -> Embedder:
+        recorded = self.meta("embedder")
+        if embedder is None:
+            if recorded and recorded != "all-MiniLM-L6-v2":
+                embedder = Embedder(recorded)
+            else:
+                embedder = Embedder()
+        if recorded and recorded != embedder.name:
+            raise HearthError(f"collection {self.name!r} was built with embedder {recorded}; it cannot mix in "
+                              f"{embedder.name}. Use another collection or `hearth index rebuild`.")
+        return embedder
+
+    @property
+    def generation(self) -> int:
+        return int(self.meta("generation", "0"))
+
+    # -- FAISS --------------------------------------------------------------------------------
+    @property
+    def index(self):
+        """The FAISS IndexIDMap2 over chunk ids, rebuilt from SQLite if it is missing or stale."""
+        if self._index is None:
+            self._index = self._load_or_rebuild_index()
+        return self._index
+
+    def _index_paths(self) -> tuple[Path, Path]:
+        return self.dir / "index.faiss", self.dir / "index.json"
+
+    def _load_or_rebuild_index(self):
+        import faiss
+
+        index_path, info_path = self._index_paths()
+        if index_path.is_file() and info_path.is_file():
+            try:
+                info = json.loads(info_path.read_text())
+                if info.get("generation") == self.generation:
+                    index = faiss.read_index(str(index_path))
+                    if index.ntotal == self.db["chunks"].count:
+                        return index
+            except (OSError, ValueError, RuntimeError) as exc:
+                log.warning("FAISS index unreadable (%s); rebuilding", exc)
+        return self.rebuild_index()
+
+    def rebuild_index(self):
+        """Build the FAISS index from the embeddings stored in SQLite, and save it."""
+        import faiss
+
+        dim = int(self.meta("dim", "0") or 0) or self.embedder.dim
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        batch_ids, batch_vecs = [], []
+        for row in self.db.execute("select id, embedding from chunks order by id"):
+            batch_ids.append(row[0])
+            batch_vecs.append(np.frombuffer(row[1], dtype=np.float32))
+            if len(batch_ids) >= 50_000:
+                index.add_with_ids(np.stack(batch_vecs), np.array(batch_ids, dtype=np.int64))
+                batch_ids, batch_vecs = [], []
+        if batch_ids:
+            index.add_with_ids(np.stack(batch_vecs), np.array(batch_ids, dtype=np.int64))
+        self._index = index
+        self.save_index()
+        return index
+
+    def save_index(self) -> None:
+        """Write the FAISS index and the generation it reflects (both atomically)."""
+        import faiss
+
+        if self._index is None:
+            return
+        index_path, info_path = self._index_paths()
+        write_atomic(index_path, faiss.serialize_index(self._index).tobytes())
+        write_atomic(info_path, json.dumps({"generation": self.generation, "ntotal": int(self._index.ntotal)}))
+
+    # -- writes ---------------------------------------------------------------------------------
+    def _doc_row(self, path: str) -> dict | None:
+        rows = list(self.db["documents"].rows_where("path = ?", [path]))
+        return rows[0] if rows else None
+
+    def _commit_document(self, path: str, digest: str, size: int, mtime: float, title: str, kind: str,
+                         chunks: list[Chunk], vectors: np.ndarray) -> None:
+        """Replace a document's chunks in one transaction, then mirror the change in FAISS."""
+        if self.meta("dim") is None:
+            with self.db.conn:
+                self._set_meta("dim", str(vectors.shape[1]))
+                self._set_meta("embedder", self.embedder.name)
+        index = self.index  # loaded (or rebuilt) before this change, so it is applied exactly once
+        old_ids: list[int] = []
+        with self.db.conn:
+            doc = self._doc_row(path)
+            if doc is not None:
+                old_ids = [r[0] for r in self.db.execute("select id from chunks where doc_id = ?", [doc["id"]])]
+                self._delete_chunks(old_ids)
+                doc_id = doc["id"]
+                self.db["documents"].update(doc_id, {"hash": digest, "size": size, "mtime": mtime, "title": title,
+                                                     "kind": kind, "n_chunks": len(chunks), "ingested_at": time.time()})
+            else:
+                doc_id = self.db["documents"].insert({"path": path, "hash": digest, "size": size, "mtime": mtime,
+                                                      "title": title, "kind": kind, "n_chunks": len(chunks),
+                                                      "ingested_at": time.time()}).last_pk
+            new_ids = []
+            conn = self.db.conn
+            for order, (chunk, vector) in enumerate(zip(chunks, vectors)):
+                cid = conn.execute(
+                    "insert into chunks (doc_id, ord, text, start, [end], line_start, line_end, page, heading, "
+                    "embedding) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [doc_id, order, chunk.text, chunk.start, chunk.end, chunk.line_start, chunk.line_end,
+                     chunk.page, chunk.heading, vector.astype(np.float32).tobytes()],
+                ).lastrowid
+                conn.execute("insert into chunks_fts(rowid, body) values (?, ?)",
+                             [cid, index_text(f"{title}\n{chunk.heading}\n{chunk.text}")])
+                new_ids.append(cid)
+            self._bump_generation()
+        if old_ids:
+            index.remove_ids(np.array(old_ids, dtype=np.int64))
+        if new_ids:
+            index.add_with_ids(vectors.astype(np.float32), np.array(new_ids, dtype=np.int64))
+
+    def _delete_chunks(self, ids: list[int]) -> None:
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            self.db.execute(f"delete from chunks where id in ({marks})", part)
+            self.db.execute(f"delete from chunks_fts where rowid in ({marks})", part)
+
+    def _bump_generation(self) -> None:
+        self._set_meta("generation", str(self.generation + 1))
+
+    def remove_document(self, path: str) -> bool:
+        """Remove a document and its chunks from SQLite and FAISS; False if it was not there."""
+        doc = self._doc_row(path)
+        if doc is None:
+            return False
+        index = self.index
+        with self.db.conn:
+            ids = [r[0] for r in self.db.execute("select id from chunks where doc_id = ?", [doc["id"]])]
+            self._delete_chunks(ids)
+            self.db["documents"].delete(doc["id"])
+            self._bump_generation()
+        if ids:
+            index.remove_ids(np.array(ids, dtype=np.int64))
+        return True
+
+    def remove_path(self, path: Path) -> int:
+        """Remove a file, or every document under a folder; returns how many were removed."""
+        target = str(Path(path).resolve())
+        paths = [r[0] for r in self.db.execute("select path from documents where path = ? or path like ?",
+                                               [target, target.rstrip(os.sep) + os.sep + "%"])]
+        removed = sum(self.remove_document(p) for p in paths)
+        self.save_index()
+        return removed
+
+    def ingest(self, paths: Iterable[Path], max_bytes: int = MAX_FILE_BYTES, batch_chunks: int = 512,
+               progress: Callable[[dict], None] | None = None, target_tokens: int | None = None) -> IngestReport:
+        """Add new files, re-chunk changed ones, drop deleted ones; skip what cannot be read."""
+        report = IngestReport()
+        started = time.perf_counter()
+        roots = [Path(p).resolve() for p in paths]
+        files = list(walk(roots, report.skipped))
+        seen = {str(f) for f in files}
+        pending: list[tuple] = []  # (path, digest, size, mtime, title, kind, chunks, is_update)
+        pending_chunks = 0
+        chunk_kwargs = {"target_tokens": target_tokens} if target_tokens else {}
+        last_save = time.monotonic()
+
+        # Embedding runs in a worker thread (torch releases the GIL) while this thread reads,
+        # chunks and commits the neighbouring batches.
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        in_flight: tuple | None = None  # (future vectors, the batch they belong to)
+
+        def commit(batch_future, batch) -> None:
+            nonlocal last_save
+            vectors = batch_future.result()
+            pos = 0
+            for path, digest, size, mtime, title, kind, chunks, is_update in batch:
+                self._commit_document(path, digest, size, mtime, title, kind, chunks, vectors[pos : pos + len(chunks)])
+                pos += len(chunks)
+                report.chunks += len(chunks)
+                if is_update:
+                    report.updated += 1
+                else:
+                    report.added += 1
+            if time.monotonic() - last_save > 30:  # a stale file is rebuilt on open, so this is only a shortcut
+                self.save_index()
+                last_save = time.monotonic()
+
+        def flush() -> None:
+            nonlocal pending, pending_chunks, in_flight
+            if pending:
+                texts = [c.embed_text for item in pending for c in item[6]]
+                submitted = (executor.submit(self.embedder.encode, texts), pending)
+            else:
+                submitted = None
+            if in_flight is not None:
+                commit(*in_flight)
+            in_flight = submitted
+            pending, pending_chunks = [], 0
+
+        try:
+            for n, file in enumerate(files, 1):
+                key = str(file)
+                try:
+                    data_stat = file.stat()
+                    if data_stat.st_size > max_bytes:
+                        raise SkipFile(f"larger than the {max_bytes // (1024 * 1024)} MiB limit")
+                    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+                except SkipFile as exc:
+                    report.skipped.append((key, str(exc)))
+                    continue
+                except OSError as exc:
+                    report.skipped.append((key, f"unreadable ({exc.strerror})"))
+                    continue
+                existing = self._doc_row(key)
+                if existing is not None and existing["hash"] == digest:
+                    report.unchanged += 1
+                else:
+                    try:
+                        doc = load(file, max_bytes)
+                    except SkipFile as exc:
+                        report.skipped.append((key, str(exc)))
+                        if existing is not None:  # it was text before and is not now: drop the stale chunks
+                            self.remove_document(key)
+                        continue
+                    chunks = chunk_document(doc, self.embedder.count_tokens, **chunk_kwargs)
+                    pending.append((key, digest, data_stat.st_size, data_stat.st_mtime, doc.title, doc.kind, chunks,
+                                    existing is not None))
+                    pending_chunks += len(chunks)
+                    if pending_chunks >= batch_chunks:
+                        flush()
+                if progress:
+                    progress({"files_done": n, "files_total": len(files), "chunks": report.chunks + pending_chunks})
+            flush()
+            flush()  # commits the last batch in flight
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+        # Documents that were under the ingested folders but are gone from disk.
+        for root in roots:
+            if root.is_dir() or not root.exists():
+                prefix = str(root).rstrip(os.sep) + os.sep
+                for (path,) in list(self.db.execute("select path from documents where path like ?", [prefix + "%"])):
+                    if path not in seen and not Path(path).exists():
+                        report.removed += self.remove_document(path)
+        self.save_index()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    # -- reads ----------------------------------------------------------------------------------
+    def chunks_by_id(self, ids: list[int]) -> dict[int, ChunkRecord]:
+        """Chunk records for the ids (missing ids are left out)."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        sql = (f"select c.id, d.path, d.title, c.heading, c.text, c.start, c.end, c.line_start, c.line_end, c.page "
+               f"from chunks c join documents d on d.id = c.doc_id where c.id in ({marks})")
+        return {row[0]: ChunkRecord(*row) for row in self.db.execute(sql, list(ids))}
+
+    def status(self) -> dict:
+        """Counts and consistency of the collection."""
+        n_chunks = self.db["chunks"].count
+        return {
+            "collection": self.name,
+            "path": str(self.dir),
+            "embedder": self.meta("embedder") or self.embedder.name,
+            "documents": self.db["documents"].count,
+            "chunks": n_chunks,
+            "faiss_vectors": int(self.index.ntotal),
+            "fts_rows": self.db.execute("select count(*) from chunks_fts").fetchone()[0],
+            "generation": self.generation,
+            "consistent": int(self.index.ntotal) == n_chunks,
+        }
+
+    def close(self) -> None:
+        self.db.close()
