@@ -172,12 +172,24 @@ def print_grounded(message) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from assistant.repl import run_repl
     from assistant.store import Store
 
     store = Store()
-    session = open_session(args, store)
-    return run_repl(session)
+    if args.plain:
+        from assistant.repl import run_repl
+
+        return run_repl(open_session(args, store))
+    if args.conversation is not None:
+        store.get_conversation(args.conversation)
+    from tui.app import HearthApp
+
+    app = HearthApp(store=store, backend=args.backend, model=args.model, adapter=args.adapter, docs=args.docs,
+                    conversation_id=args.conversation)
+    app.settings["max_new_tokens"] = args.max_tokens
+    if args.system:
+        app.system_prompt = args.system
+    app.run()
+    return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -306,6 +318,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from assistant.bench import decode
 
         result = decode.run(new_tokens=args.tokens, report=report)
+    elif args.what == "tui":
+        from assistant.bench import tui
+
+        result = tui.run(n_tokens=args.tokens, report=report)
     elif args.what == "retrieval":
         from assistant.bench.retrieval import bench_latency
 
@@ -334,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.set_defaults(func=cmd_ask)
 
-    p = sub.add_parser("chat", help="open the interactive chat")
+    p = sub.add_parser("chat", help="open the chat (full-screen terminal UI; --plain for a simple line REPL)")
+    p.add_argument("--plain", action="store_true", help="a plain streaming REPL instead of the full-screen UI")
     add_model_options(p)
     add_generation_options(p)
     p.add_argument("--conversation", type=int, metavar="ID", help="continue a stored conversation")
@@ -399,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     bs = p.add_subparsers(dest="what", metavar="WHAT", required=True)
     q = bs.add_parser("decode", help="scratch engine vs transformers generate on the default model")
     q.add_argument("--tokens", type=int, default=256, help="new tokens per measurement (default %(default)s)")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+    q = bs.add_parser("tui", help="first frame time and per-token rendering cost of the chat UI")
+    q.add_argument("--tokens", type=int, default=2000, help="tokens in the streamed reply (default %(default)s)")
     q.add_argument("--json", action="store_true", help="print one JSON line")
     q = bs.add_parser("retrieval", help="hybrid query latency on a large synthetic collection")
     q.add_argument("--chunks", type=int, default=100_000, help="collection size (default %(default)s)")

@@ -1,0 +1,289 @@
+"""Pilot tests of the chat UI, driving it as a user does, with a tiny real model."""
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+
+from assistant.records import Conversation, Message
+from assistant.store import Store
+from backends.hf.backend import HFBackend
+from tui.app import HearthApp
+from tui.screens import HelpScreen, PromptScreen
+from tui.widgets import ChatInput, MessageBox
+
+SIZE = (110, 36)
+
+
+class GatedBackend:
+    """The tiny model, pausing after `gate` tokens until the reply is cancelled (for Esc tests)."""
+
+    def __init__(self, inner, gate=3):
+        self.inner, self.gate = inner, gate
+        self.name, self.tokenizer, self.context_length = inner.name, inner.tokenizer, inner.context_length
+        self.model_id = inner.model_id
+
+    def stream(self, prompt_ids, params, cancel=None):
+        for i, step in enumerate(self.inner.stream(prompt_ids, params, cancel)):
+            yield step
+            if i + 1 == self.gate:
+                while cancel is not None and not cancel.is_set():
+                    time.sleep(0.01)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(tmp_path / "h.db")
+
+
+@pytest.fixture
+def make_app(store, tiny_llama_dir, tmp_path):
+    def make(loader=None, **kwargs):
+        backend = HFBackend(tiny_llama_dir)
+        return HearthApp(store=store, loader=loader or (lambda b, m, a: backend), export_dir=tmp_path, **kwargs)
+    return make
+
+
+async def ready(pilot, app):
+    for _ in range(200):
+        if app.session is not None:
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("backend never loaded: " + app.status_note)
+
+
+async def settle(pilot, app, timeout=30):
+    deadline = time.monotonic() + timeout
+    await pilot.pause(0.05)
+    while app.generating and time.monotonic() < deadline:
+        await pilot.pause(0.05)
+    await pilot.pause(0.05)
+    assert not app.generating
+
+
+async def say(pilot, app, text):
+    app.query_one("#input", ChatInput).focus()
+    app.query_one("#input", ChatInput).load_text(text)
+    await pilot.press("enter")
+    await settle(pilot, app)
+
+
+def status(app):
+    return app.status_note
+
+
+async def test_send_streams_and_stores(make_app, store):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await say(pilot, app, "hello fox")
+        boxes = list(app.query(MessageBox))
+        assert [b.role for b in boxes] == ["user", "assistant"]
+        [conv] = store.list_conversations()
+        msgs = store.messages(conv.id)
+        assert [m.role for m in msgs] == ["user", "assistant"] and msgs[0].content == "hello fox"
+        assert boxes[1].body.source == msgs[1].content
+        assert msgs[1].backend == "hf"
+        assert "ctx " in str(app.query_one("#status").render())
+
+
+async def test_escape_stops_and_keeps_partial(make_app, store, tiny_llama_dir):
+    gated = GatedBackend(HFBackend(tiny_llama_dir), gate=3)
+    app = make_app(loader=lambda b, m, a: gated)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        app.query_one("#input", ChatInput).load_text("count for me")
+        await pilot.press("enter")
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if app.generating and app.session.messages:
+                break
+        await pilot.pause(0.3)
+        await pilot.press("escape")
+        await settle(pilot, app)
+        reply = store.messages(app.conversation_id)[-1]
+        assert reply.status == "cancelled" and reply.timings.completion_tokens == 3
+        assert "stopped" in list(app.query(MessageBox))[-1].header_text
+
+
+async def test_regenerate_replaces_the_last_reply(make_app, store):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await app.run_slash("/temp", "1.0")
+        await say(pilot, app, "tell me")
+        first = store.messages(app.conversation_id)[-1]
+        await pilot.press("ctrl+r")
+        await settle(pilot, app)
+        msgs = store.messages(app.conversation_id)
+        assert [m.role for m in msgs] == ["user", "assistant"] and msgs[-1].created_at != first.created_at
+        assert len(list(app.query(MessageBox))) == 2
+
+
+async def test_edit_and_resend(make_app, store):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await say(pilot, app, "first try")
+        await pilot.press("ctrl+e")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, PromptScreen)
+        prompt = app.screen.query_one("#prompt-input")
+        prompt.value = "second try"
+        await pilot.press("enter")
+        await settle(pilot, app)
+        msgs = store.messages(app.conversation_id)
+        assert [m.content for m in msgs if m.role == "user"] == ["second try"] and len(msgs) == 2
+
+
+async def test_switch_rename_search_and_delete_conversations(make_app, store):
+    a = store.create_conversation(Conversation(title="about penguins", system_prompt="s"))
+    store.add_message(a.id, Message(role="user", content="penguins are birds"))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await say(pilot, app, "a new topic")
+        new_id = app.conversation_id
+        app.open_conversation(a.id)
+        await pilot.pause(0.1)
+        assert [b.body.source for b in app.query(MessageBox)] == ["penguins are birds"]
+
+        await pilot.press("f2")
+        await pilot.pause(0.1)
+        app.screen.query_one("#prompt-input").value = "Penguin facts"
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        assert store.get_conversation(a.id).title == "Penguin facts"
+
+        app.query_one("#search").value = "penguins are"
+        await pilot.pause(0.2)
+        items = [i for i in app.query_one("#conversations").children if i.is_mounted]
+        assert [i.conversation_id for i in items] == [a.id]
+
+        await app.run_slash("/delete", "")
+        await pilot.pause(0.1)
+        assert [c.id for c in store.list_conversations()] == [new_id]
+
+
+async def test_preset_system_prompt_and_docs_errors(make_app, store):
+    from backends.sampling import PRESETS
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await say(pilot, app, "hi")
+        await app.run_slash("/preset", "creative")
+        assert app.session.sampling == PRESETS["creative"]
+        await app.run_slash("/system", "Answer in one word.")
+        assert app.session.system_prompt == "Answer in one word."
+        conv = store.get_conversation(app.conversation_id)
+        assert conv.system_prompt == "Answer in one word." and conv.settings["preset"] == "creative"
+        await app.run_slash("/preset", "wild")
+        assert "unknown preset" in status(app)
+        await app.run_slash("/docs", "no-such-collection")
+        assert "no collection named" in status(app) and app.collection is None
+
+
+async def test_switch_backend_mid_chat_records_each_writer(make_app, store, tiny_llama_dir):
+    from backends.registry import load_backend
+
+    app = make_app(loader=lambda b, m, a: load_backend(b, tiny_llama_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await say(pilot, app, "one")
+        await app.run_slash("/backend", "scratch")
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if app.backend is not None and app.backend.name == "scratch":
+                break
+        await say(pilot, app, "two")
+        writers = [m.backend for m in store.messages(app.conversation_id) if m.role == "assistant"]
+        assert writers == ["hf", "scratch"]
+
+
+async def test_bad_model_path_is_shown_not_crashed(make_app, tmp_path):
+    from backends.registry import load_backend
+
+    app = make_app(loader=lambda b, m, a: load_backend(b, m))
+    async with app.run_test(size=SIZE) as pilot:
+        await app.run_slash("/model", str(tmp_path / "missing-model"))
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if "error" in status(app):
+                break
+        assert "does not exist" in status(app)
+        assert app.is_running
+
+
+async def test_slash_help_completion_and_palette(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        box = app.query_one("#input", ChatInput)
+        box.load_text("/pre")
+        box.move_cursor(box.document.end)
+        await pilot.press("tab")
+        assert box.text == "/preset "
+        box.load_text("/help")
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        await pilot.press("f1")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.2)
+        await pilot.press(*"/system")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert app.query_one("#input", ChatInput).text == "/system "
+
+
+async def test_up_recalls_previous_prompt(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await say(pilot, app, "remember me")
+        await pilot.press("up")
+        assert app.query_one("#input", ChatInput).text == "remember me"
+
+
+async def test_exports(make_app, store, tmp_path):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await say(pilot, app, "export this")
+        cid = app.conversation_id
+        await app.run_slash("/export", f"md {tmp_path / 'c.md'}")
+        await app.run_slash("/export", f"json {tmp_path / 'c.json'}")
+        await app.run_slash("/export", f"chatml {tmp_path / 'c.jsonl'}")
+        await app.run_slash("/export", f"chatml-all {tmp_path / 'all.jsonl'}")
+    reply = store.messages(cid)[-1]
+    assert "## You\n\nexport this" in (tmp_path / "c.md").read_text()
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert [m["content"] for m in data["messages"]] == ["export this", reply.content]
+    record = json.loads((tmp_path / "c.jsonl").read_text())
+    expected_reply = [] if reply.status not in ("stop", "complete") else [{"role": "assistant", "content": reply.content}]
+    assert record["messages"][1:] == [{"role": "user", "content": "export this"}] + expected_reply
+    lines = (tmp_path / "all.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0]) == record
+
+
+async def test_reopening_shows_conversations_as_they_were(make_app, store):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await say(pilot, app, "persist me")
+        cid = app.conversation_id
+    again = make_app(conversation_id=cid)
+    async with again.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        roles = [b.role for b in again.query(MessageBox)]
+        assert roles == ["user", "assistant"]
+        assert list(again.query(MessageBox))[0].body.source == "persist me"

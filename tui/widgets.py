@@ -1,0 +1,107 @@
+"""The chat UI's widgets: input, message, sources, status bar."""
+
+from __future__ import annotations
+
+from textual import events
+from textual.containers import Vertical
+from textual.message import Message as TMessage
+from textual.widgets import Markdown, Static, TextArea
+
+from tui.commands import complete
+
+
+class ChatInput(TextArea):
+    """Multi-line input: Enter sends, Ctrl+J or Shift+Enter adds a line, Up recalls, Tab completes."""
+
+    class Submitted(TMessage):
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", **kwargs)
+        self.sent: list[str] = []
+        self._recall = 0
+
+    async def _on_key(self, event: events.Key) -> None:
+        if event.key == "enter":
+            event.prevent_default()
+            event.stop()
+            text = self.text.strip()
+            if text:
+                self.sent.append(text)
+                self._recall = 0
+                self.post_message(self.Submitted(text))
+                self.clear()
+            return
+        if event.key in ("ctrl+j", "shift+enter"):
+            event.prevent_default()
+            event.stop()
+            self.insert("\n")
+            return
+        if event.key == "up" and (not self.text or self._recall) and self.sent:
+            event.prevent_default()
+            event.stop()
+            self._recall = min(self._recall + 1, len(self.sent))
+            self.load_text(self.sent[-self._recall])
+            self.move_cursor(self.document.end)
+            return
+        if event.key == "tab" and self.text.startswith("/") and " " not in self.text:
+            event.prevent_default()
+            event.stop()
+            options = complete(self.text.strip())
+            if len(options) == 1:
+                self.load_text(options[0] + " ")
+                self.move_cursor(self.document.end)
+            elif options:
+                self.app.notify("  ".join(options), title="commands")
+            return
+        await super()._on_key(event)
+
+
+class MessageBox(Vertical):
+    """One message: a header line, its Markdown body, and (for grounded answers) its sources."""
+
+    def __init__(self, role: str, content: str = "", header: str = "", **kwargs) -> None:
+        super().__init__(classes=f"message {role}", **kwargs)
+        self.role = role
+        self.header_text = header
+        self.body = Markdown(content, classes="body")
+        self.footer = Static("", classes="message-footer")
+
+    def compose(self):
+        yield Static(self.header_text, classes="message-header")
+        yield self.body
+        yield self.footer
+
+    def set_header(self, text: str) -> None:
+        self.header_text = text
+        if self.is_mounted:
+            self.query_one(".message-header", Static).update(text)
+
+    def set_footer(self, text: str) -> None:
+        self.footer.update(text)
+        self.footer.display = bool(text)
+
+
+def marked_answer(content: str, checks: dict | None) -> str:
+    """Markdown of an answer with unsupported sentences struck through and flagged."""
+    if not checks:
+        return content
+    out = content
+    for s in sorted(checks.get("sentences", []), key=lambda s: -s["start"]):
+        if s["verdict"] == "unsupported":
+            out = out[: s["start"]] + "⚠ ~~" + out[s["start"] : s["end"]] + "~~" + out[s["end"] :]
+    return out
+
+
+def sources_text(sources: list[dict], checks: dict | None) -> str:
+    """The numbered sources under an answer, and its support score."""
+    lines = []
+    if checks and checks.get("score") is not None:
+        lines.append(f"support {checks['score']:.2f}")
+    for s in sources:
+        where = f"page {s['page']}" if s.get("page") else f"line {s['line']}"
+        heading = f" — {s['heading']}" if s.get("heading") else ""
+        lines.append(f"[{s['rank']}] {s['path']} ({where}){heading}")
+    return "\n".join(lines)
