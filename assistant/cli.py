@@ -300,9 +300,53 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    overrides = {"max_steps": args.max_steps, "time_budget_min": args.time_budget, "lr": getattr(args, "lr", None),
+                 "batch_size": getattr(args, "batch_size", None), "grad_accum": getattr(args, "grad_accum", None),
+                 "eval_every": getattr(args, "eval_every", None), "seed": getattr(args, "seed", None),
+                 "compile": True if getattr(args, "compile", False) else None} if hasattr(args, "max_steps") else {}
+    if args.what == "tokenizer":
+        from finetune.data import read_documents
+        from finetune.tokenizer import train_bpe
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        tok = train_bpe(read_documents([Path(f) for f in args.files]) if len(args.files) == 1 else
+                        [Path(f).read_text(encoding="utf-8", errors="replace") for f in args.files], args.vocab_size)
+        tok.save(str(out / "tokenizer.json"))
+        result = {"out": str(out), "vocab_size": tok.get_vocab_size()}
+    elif args.what == "pretrain":
+        from finetune.pretrain import pretrain
+
+        result = pretrain([Path(f) for f in args.data], Path(args.out or args.resume), preset=args.preset,
+                          tokenizer_path=Path(args.tokenizer) if args.tokenizer else None, vocab_size=args.vocab_size,
+                          context=args.context, overrides=overrides,
+                          resume=Path(args.resume) if args.resume else None, quiet=args.json)
+    elif args.what == "sft":
+        from finetune.sft import sft
+
+        result = sft(Path(args.data), Path(args.out or args.resume), base=Path(args.base) if args.base else None,
+                     lora=args.lora, r=args.r, alpha=args.alpha, dropout=args.dropout,
+                     targets=args.target_modules.split(",") if args.target_modules else None, epochs=args.epochs,
+                     patience=args.patience, max_len=args.max_len, system=args.system, limit=args.limit,
+                     val_data=Path(args.val_data) if args.val_data else None, overrides=overrides,
+                     resume=Path(args.resume) if args.resume else None, quiet=args.json)
+    elif args.what == "merge":
+        from finetune.sft import merge
+
+        result = merge(Path(args.adapter), Path(args.out), base=Path(args.base) if args.base else None)
+        _stderr(f"merged vs adapter: max |logit difference| = {result['max_abs_logit_diff']:.2e}")
+    print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     report = (lambda text: None) if args.json else _stderr
-    if args.what == "retrieval":
+    if args.what == "perplexity":
+        from finetune.evaluate import perplexity
+
+        result = perplexity(Path(args.model), [Path(f) for f in args.data])
+    elif args.what == "retrieval":
         from assistant.bench.retrieval import eval_squad
 
         if not Path(args.squad).is_file():
@@ -404,8 +448,63 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_index)
 
+    p = sub.add_parser("train", help="train a tokenizer, pretrain, finetune (SFT/LoRA), merge adapters")
+    ts = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    q = ts.add_parser("tokenizer", help="byte-level BPE with the ChatML special tokens")
+    q.add_argument("files", nargs="+", metavar="FILE")
+    q.add_argument("--vocab-size", type=int, required=True)
+    q.add_argument("--out", required=True, metavar="DIR")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+
+    def caps(q):
+        q.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+        q.add_argument("--time-budget", type=float, metavar="MINUTES", help="stop after this long (then evaluate and save)")
+        q.add_argument("--lr", type=float, help="peak learning rate")
+        q.add_argument("--batch-size", type=int, help="sequences per micro-batch")
+        q.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+        q.add_argument("--eval-every", type=int, help="evaluate (and checkpoint) every N steps")
+        q.add_argument("--seed", type=int, help="seed for initialisation and batch order")
+        q.add_argument("--compile", action="store_true", help="torch.compile the model")
+        q.add_argument("--resume", metavar="DIR", help="continue exactly from a checkpoint folder")
+        q.add_argument("--json", action="store_true", help="end with one JSON summary line")
+
+    q = ts.add_parser("pretrain", help="train the scratch decoder on plain text")
+    q.add_argument("--data", nargs="+", required=True, metavar="FILE", help="text files (one file: blank-line blocks are documents)")
+    q.add_argument("--preset", default="book", choices=("book", "small", "shakespeare"), help="model and training preset")
+    q.add_argument("--out", metavar="DIR", help="checkpoint folder")
+    q.add_argument("--tokenizer", metavar="DIR", help="tokenizer.json to use (default: train one on the data)")
+    q.add_argument("--vocab-size", type=int, default=2048, help="vocabulary when training a tokenizer (default %(default)s)")
+    q.add_argument("--context", type=int, help="override the preset's context length")
+    caps(q)
+    q = ts.add_parser("sft", help="supervised finetuning, full or LoRA")
+    q.add_argument("--data", required=True, metavar="FILE", help="JSONL/JSON: {messages}, {instruction, solution} or Alpaca")
+    q.add_argument("--base", metavar="MODEL", help="HF folder or scratch checkpoint (default: the bundled SmolLM2)")
+    q.add_argument("--out", metavar="DIR", help="adapter or model folder")
+    q.add_argument("--lora", action="store_true", help="train a LoRA adapter (peft) instead of all weights")
+    q.add_argument("--r", type=int, default=16, help="LoRA rank (default %(default)s)")
+    q.add_argument("--alpha", type=int, default=32, help="LoRA alpha (default %(default)s)")
+    q.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout (default %(default)s)")
+    q.add_argument("--target-modules", help="comma-separated (default q/k/v/o_proj for HF, W_Q/W_K/W_V/W_O for scratch)")
+    q.add_argument("--epochs", type=float, default=3.0, help="passes over the data (default %(default)s)")
+    q.add_argument("--patience", type=int, default=2, help="early stop after N evaluations without improvement")
+    q.add_argument("--max-len", type=int, default=512, help="tokens per example (default %(default)s)")
+    q.add_argument("--val-data", metavar="FILE", help="validation file (default: hold out 10%%)")
+    q.add_argument("--system", help="system prompt added to examples without one")
+    q.add_argument("--limit", type=int, help="use only the first N examples")
+    caps(q)
+    q = ts.add_parser("merge", help="merge a LoRA adapter into its base weights")
+    q.add_argument("--adapter", required=True, metavar="DIR")
+    q.add_argument("--out", required=True, metavar="DIR")
+    q.add_argument("--base", metavar="MODEL", help="base model (default: the one the adapter was trained on)")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+    p.set_defaults(func=cmd_train)
+
     p = sub.add_parser("eval", help="quality evaluations on labelled data")
     es = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    q = es.add_parser("perplexity", help="token-weighted perplexity of a model over text files")
+    q.add_argument("--model", required=True, metavar="DIR")
+    q.add_argument("--data", nargs="+", required=True, metavar="FILE")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
     q = es.add_parser("retrieval", help="Recall@k / MRR of dense, keyword and hybrid search on SQuAD")
     q.add_argument("--squad", required=True, metavar="FILE", help="SQuAD-format JSON file")
     q.add_argument("--limit", type=int, help="ask only this many questions (a seeded sample)")

@@ -177,9 +177,18 @@ class DecoderLanguageModel(nn.Module):
         self.output = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.output.weight = self.embedding.weight
+        self.apply(self._init_weights)
         self._rope_len = 0
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        """GPT-2 style: N(0, 0.02) weights, zero biases (PyTorch's defaults make tied logits huge)."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
 
     def rope_tables(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos/sin for positions 0..length-1, computed once and grown on demand."""

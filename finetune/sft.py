@@ -1,0 +1,170 @@
+"""Supervised finetuning (full or LoRA) of an HF model folder or a scratch checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from assistant.errors import HearthError, ModelNotFound
+from backends.scratch.weights import is_native, load_native, save_native
+from backends.tokenizer import ChatTokenizer
+from finetune.chat_data import IGNORE, collate, load_examples
+from finetune.trainer import STATE_FILE, TrainConfig, Trainer
+
+log = logging.getLogger(__name__)
+ADAPTER_INFO = "hearth_adapter.json"
+HF_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+SCRATCH_LORA_TARGETS = ["W_Q", "W_K", "W_V", "W_O"]
+
+
+def load_base(base: Path) -> tuple[torch.nn.Module, str]:
+    """(model, kind) where kind is "scratch" for our checkpoints and "hf" for transformers folders."""
+    if not (base / "config.json").is_file():
+        raise ModelNotFound(f"{base} is not a model folder (no config.json)")
+    if is_native(base):
+        return load_native(base), "scratch"
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), "hf"
+
+
+def add_lora(model, kind: str, r: int, alpha: int, dropout: float, targets: list[str] | None):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                        target_modules=targets or (HF_LORA_TARGETS if kind == "hf" else SCRATCH_LORA_TARGETS),
+                        task_type="CAUSAL_LM" if kind == "hf" else None)
+    return get_peft_model(model, config)
+
+
+def sft_loss(model, batch, kind: str) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over supervised (assistant) tokens."""
+    ids, labels, mask = batch
+    out = model(input_ids=ids, attention_mask=mask) if kind == "hf" else model(ids)
+    logits = out.logits if hasattr(out, "logits") else out
+    shifted, targets = logits[:, :-1], labels[:, 1:]
+    n = int((targets != IGNORE).sum())
+    loss = F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE)
+    return loss, n
+
+
+def sft(data: Path, out: Path, base: Path | None = None, lora: bool = False, r: int = 16, alpha: int = 32,
+        dropout: float = 0.05, targets: list[str] | None = None, epochs: float = 3.0, patience: int | None = 2,
+        max_len: int = 512, val_data: Path | None = None, system: str | None = None, limit: int | None = None,
+        overrides: dict | None = None, resume: Path | None = None, quiet: bool = False) -> dict:
+    """Finetune on a conversation file; writes a LoRA adapter or full weights to `out`."""
+    if base is None:
+        from backends.hf.default_model import ensure_default_model
+
+        base = ensure_default_model()
+    base = Path(base)
+    tokenizer = ChatTokenizer.from_file(base)
+    examples = load_examples(Path(data), tokenizer, max_len, system, limit)
+    if val_data is not None:
+        train, val = examples, load_examples(Path(val_data), tokenizer, max_len, system)
+    elif len(examples) >= 10:
+        n_val = max(1, len(examples) // 10)
+        train, val = examples[:-n_val], examples[-n_val:]
+    else:  # too few to hold any out: validate on the training set (the output says so)
+        train, val = examples, examples
+        log.warning("only %d examples: validation loss is measured on the training examples", len(examples))
+
+    defaults = TrainConfig(lr=2e-4 if lora else 5e-5, batch_size=4, warmup_steps=10, weight_decay=0.0)
+    if resume is not None:
+        defaults = TrainConfig(**json.loads((Path(resume) / STATE_FILE).read_text())["config"])
+    cfg = replace(defaults, **{k: v for k, v in (overrides or {}).items() if v is not None})
+    steps_per_epoch = max(1, math.ceil(len(train) / cfg.batch_size))
+    if not (overrides or {}).get("max_steps") and resume is None:
+        cfg = replace(cfg, max_steps=max(1, int(round(epochs * steps_per_epoch))))
+    if not (overrides or {}).get("eval_every") and resume is None:
+        cfg = replace(cfg, eval_every=steps_per_epoch)
+    cfg = replace(cfg, warmup_steps=min(cfg.warmup_steps, max(1, cfg.max_steps // 10)))
+
+    model, kind = load_base(base)
+    if lora:
+        model = add_lora(model, kind, r, alpha, dropout, targets)
+        if resume is not None:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(model, load_file(Path(resume) / "adapter_model.safetensors"))
+    elif resume is not None:
+        model, kind = load_base(Path(resume))
+    model.train()
+    pad = tokenizer.pad_id
+
+    def next_batch(gen: torch.Generator):
+        idx = torch.randint(0, len(train), (cfg.batch_size,), generator=gen).tolist()
+        return collate([train[i] for i in idx], pad)
+
+    def evaluate(m) -> dict:
+        total, count = 0.0, 0
+        for lo in range(0, len(val), 8):
+            loss, n = sft_loss(m, collate(val[lo : lo + 8], pad), kind)
+            total += float(loss) * n
+            count += n
+        mean = total / max(count, 1)
+        return {"val_loss": mean, "val_ppl": math.exp(min(mean, 50.0))}
+
+    def save_model(m, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        if lora:
+            m.save_pretrained(folder)
+            (folder / ADAPTER_INFO).write_text(json.dumps({"base": str(base.resolve()), "kind": kind}))
+        elif kind == "hf":
+            m.save_pretrained(folder)
+        else:
+            save_native(m, folder)
+        shutil.copyfile(base / "tokenizer.json", folder / "tokenizer.json")
+
+    trainer = Trainer(model, cfg, Path(out), loss_fn=lambda m, b: sft_loss(m, b, kind), next_batch=next_batch,
+                      evaluate=evaluate, save_model=save_model, patience=patience, quiet=quiet)
+    if resume is not None:
+        trainer.restore(Path(resume))
+    before = evaluate(model.eval())
+    model.train()
+    summary = trainer.run()
+    summary["base_val_loss"] = before["val_loss"]
+    summary["examples"] = {"train": len(train), "val": len(val)}
+    return summary
+
+
+def merge(adapter: Path, out: Path, base: Path | None = None) -> dict:
+    """Write base + LoRA merged weights; report the largest logit difference merged vs adapter."""
+    from peft import PeftModel
+
+    adapter = Path(adapter)
+    info_path = adapter / ADAPTER_INFO
+    if base is None:
+        if not info_path.is_file():
+            raise HearthError(f"{adapter} does not say which base it was trained on; pass --base")
+        base = Path(json.loads(info_path.read_text())["base"])
+    model, kind = load_base(Path(base))
+    model = PeftModel.from_pretrained(model, adapter).eval()
+    tokenizer = ChatTokenizer.from_file(adapter if (adapter / "tokenizer.json").is_file() else base)
+    from assistant import chatml
+
+    probe = torch.tensor([chatml.encode([{"role": "user", "content": "Hello! What can you do?"}], tokenizer, True).ids])
+
+    def logits(m):
+        with torch.no_grad():
+            o = m(probe)
+            return (o.logits if hasattr(o, "logits") else o).float()
+
+    with_adapter = logits(model)
+    merged = model.merge_and_unload()
+    diff = float((logits(merged) - with_adapter).abs().max())
+    out = Path(out)
+    if kind == "hf":
+        merged.save_pretrained(out)
+    else:
+        save_native(merged, out)
+    shutil.copyfile(Path(base) / "tokenizer.json", out / "tokenizer.json")
+    return {"out": str(out), "base": str(base), "kind": kind, "max_abs_logit_diff": diff}
