@@ -7,7 +7,6 @@ computed in one batched matmul. The optional `cache` argument lets the inference
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import torch

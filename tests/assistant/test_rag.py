@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from assistant import chatml, rag
+from assistant import rag
 from assistant.conversation import ChatSession, DoneEvent
 from assistant.grounding import check
 from backends.sampling import GREEDY

@@ -1,8 +1,6 @@
 """Pilot tests of the chat UI, driving it as a user does, with a tiny real model."""
 
-import asyncio
 import json
-import threading
 import time
 
 import pytest
