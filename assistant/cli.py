@@ -45,6 +45,14 @@ def add_docs_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("documents")
     g.add_argument("--docs", metavar="COLLECTION", help="answer from this document collection, with citations")
     g.add_argument("-k", "--sources", type=int, default=3, dest="k", help="sources per answer (default %(default)s)")
+    g.add_argument("--on-unsupported", choices=("annotate", "regenerate", "abstain"), default="annotate",
+                   help="when a grounded answer's support score is below the threshold: mark its unsupported "
+                        "sentences (annotate, default), retry once with a stricter instruction and keep the better "
+                        "answer (regenerate), or answer \"I don't know based on the documents.\" (abstain)")
+    g.add_argument("--check", action="store_true",
+                   help="also check answers given without --docs, against what you said in the conversation")
+    g.add_argument("--self-check", type=int, default=0, metavar="N",
+                   help="self-consistency: compare each checked answer with N re-sampled ones (costs N generations)")
 
 
 def sampling_from_args(args: argparse.Namespace):
@@ -74,7 +82,8 @@ def open_session(args: argparse.Namespace, store):
     if store is not None and args.conversation is not None:
         store.get_conversation(args.conversation)  # fail fast, before loading a model
     backend = load_backend(args.backend, args.model, args.adapter, report=_stderr, precision=args.precision)
-    options = dict(sampling=sampling, max_new_tokens=args.max_tokens)
+    options = dict(sampling=sampling, max_new_tokens=args.max_tokens, on_unsupported=args.on_unsupported,
+                   check_answers=args.check, self_check=args.self_check)
     if getattr(args, "docs", None):
         from retrieval.collection import Collection
 
@@ -110,7 +119,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     cancel = threading.Event()
     done = None
     events = session.send(question, cancel)
-    stream = not args.json and session.collection is None  # grounded answers print once checked
+    checked = session.collection is not None or session.check_answers
+    stream = not args.json and not checked  # checked answers print once checked
     try:
         for event in events:
             if isinstance(event, TokenEvent) and stream:
@@ -124,7 +134,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
             sys.stdout.write("\n[stopped]\n")
         return 130
     assert done is not None
-    if not args.json and session.collection is not None:
+    if not args.json and checked:
         print_grounded(done.message)
     if args.json:
         print(json.dumps({
@@ -185,7 +195,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     app = HearthApp(store=store, backend=args.backend, model=args.model, adapter=args.adapter, docs=args.docs,
                     conversation_id=args.conversation)
-    app.settings["max_new_tokens"] = args.max_tokens
+    app.settings.update(max_new_tokens=args.max_tokens, on_unsupported=args.on_unsupported, check=args.check)
     if args.system:
         app.system_prompt = args.system
     app.run()
@@ -300,6 +310,36 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from assistant.grounding import check
+    from retrieval.embedder import shared_embedder
+    from retrieval.loaders import SkipFile, load
+
+    answer = sys.stdin.read() if args.answer == "-" else args.answer
+    if not answer.strip():
+        raise HearthError("the answer is empty")
+    sources = []
+    for n, name in enumerate(args.sources, 1):
+        try:
+            sources.append((n, load(Path(name)).text))
+        except SkipFile as exc:
+            raise HearthError(f"{name}: {exc}") from exc
+        except FileNotFoundError as exc:
+            raise HearthError(f"{name}: no such file") from exc
+    checks = check(answer, sources, shared_embedder(), question=args.question or "")
+    if args.json:
+        print(json.dumps(checks.to_dict(), ensure_ascii=False))
+        return 0
+    for s in checks.sentences:
+        mark = {"supported": "ok ", "unsupported": "\u26a0  ", "unverifiable": "-  "}[s.verdict]
+        cited = f"  (best: {', '.join(args.sources[i - 1] for i in s.evidence)})" if s.evidence else ""
+        print(f"{mark}{s.score:.2f}  {s.text.strip()}{cited}")
+    if checks.score is not None:
+        verdict = "supported" if checks.supported else "NOT supported"
+        print(f"\nanswer support {checks.score:.2f} ({verdict}; threshold {checks.threshold:.2f})")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     overrides = {"max_steps": args.max_steps, "time_budget_min": args.time_budget, "lr": getattr(args, "lr", None),
                  "batch_size": getattr(args, "batch_size", None), "grad_accum": getattr(args, "grad_accum", None),
@@ -331,6 +371,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                      patience=args.patience, max_len=args.max_len, system=args.system, limit=args.limit,
                      val_data=Path(args.val_data) if args.val_data else None, overrides=overrides,
                      resume=Path(args.resume) if args.resume else None, quiet=args.json)
+    elif args.what == "grounding":
+        from assistant.bench.grounding import fit_shipped
+
+        calibration = fit_shipped(Path(args.ragtruth), Path(args.wice) if args.wice else None, Path(args.out),
+                                  report=_stderr)
+        result = {"out": args.out, "answer_threshold": calibration.answer_threshold,
+                  "sentence_threshold": calibration.sentence_threshold, "fitted_on": calibration.fitted_on}
     elif args.what == "merge":
         from finetune.sft import merge
 
@@ -352,6 +399,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not Path(args.squad).is_file():
             raise HearthError(f"no SQuAD file at {args.squad}")
         result = eval_squad(Path(args.squad), limit=args.limit, report=report)
+    elif args.what == "grounding":
+        from assistant.bench.grounding import evaluate
+
+        if not Path(args.data).exists():
+            raise HearthError(f"no data at {args.data}")
+        result = evaluate(Path(args.data), args.format, report=report, shipped=args.shipped)
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0
 
@@ -370,6 +423,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from assistant.bench.retrieval import bench_latency
 
         result = bench_latency(n_chunks=args.chunks, report=report)
+    elif args.what == "grounding":
+        from assistant.bench.grounding import bench
+
+        result = bench(sentences=args.sentences, sources=args.sources)
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0
 
@@ -492,6 +549,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--system", help="system prompt added to examples without one")
     q.add_argument("--limit", type=int, help="use only the first N examples")
     caps(q)
+    q = ts.add_parser("grounding", help="fit the hallucination check's calibration on human labels")
+    q.add_argument("--ragtruth", required=True, metavar="FILE", help="RAGTruth JSONL with source_info and labels")
+    q.add_argument("--wice", metavar="DIR", help="WiCE folder: its claim_dev.jsonl is added to the fit")
+    q.add_argument("--out", default=str(Path(__file__).parent / "grounding" / "weights.json"),
+                   help="where to write the weights (default: the shipped assistant/grounding/weights.json)")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
     q = ts.add_parser("merge", help="merge a LoRA adapter into its base weights")
     q.add_argument("--adapter", required=True, metavar="DIR")
     q.add_argument("--out", required=True, metavar="DIR")
@@ -504,6 +567,13 @@ def build_parser() -> argparse.ArgumentParser:
     q = es.add_parser("perplexity", help="token-weighted perplexity of a model over text files")
     q.add_argument("--model", required=True, metavar="DIR")
     q.add_argument("--data", nargs="+", required=True, metavar="FILE")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+    q = es.add_parser("grounding", help="AUROC / precision / recall / F1 of the hallucination check on human labels")
+    q.add_argument("--data", required=True, metavar="FILE",
+                   help="RAGTruth JSONL, or WiCE's claim_test.jsonl (or its folder; claim_dev.jsonl fits the calibration)")
+    q.add_argument("--format", required=True, choices=("ragtruth", "wice"))
+    q.add_argument("--shipped", action="store_true",
+                   help="score with the shipped calibration instead of refitting (refused for data it was fitted on)")
     q.add_argument("--json", action="store_true", help="print one JSON line")
     q = es.add_parser("retrieval", help="Recall@k / MRR of dense, keyword and hybrid search on SQuAD")
     q.add_argument("--squad", required=True, metavar="FILE", help="SQuAD-format JSON file")
@@ -519,10 +589,23 @@ def build_parser() -> argparse.ArgumentParser:
     q = bs.add_parser("tui", help="first frame time and per-token rendering cost of the chat UI")
     q.add_argument("--tokens", type=int, default=2000, help="tokens in the streamed reply (default %(default)s)")
     q.add_argument("--json", action="store_true", help="print one JSON line")
+    q = bs.add_parser("grounding", help="seconds the hallucination check adds to a typical grounded answer")
+    q.add_argument("--sentences", type=int, default=5, help="answer sentences (default %(default)s)")
+    q.add_argument("--sources", type=int, default=5, help="sources of ~300 tokens (default %(default)s)")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
     q = bs.add_parser("retrieval", help="hybrid query latency on a large synthetic collection")
     q.add_argument("--chunks", type=int, default=100_000, help="collection size (default %(default)s)")
     q.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("check", help="check an answer sentence by sentence against source files")
+    p.add_argument("--sources", nargs="+", required=True, metavar="FILE", help="the source files (any type ingest reads)")
+    p.add_argument("--answer", required=True, metavar="TEXT", help="the answer text, or - to read it from stdin")
+    p.add_argument("--question", help="the question the answer replies to (sharpens the model signal)")
+    p.add_argument("--json", action="store_true",
+                   help='print {"score", "sentences": [{"text", "start", "end", "score", "verdict", "evidence"}]}; '
+                        "evidence holds 1-based positions in --sources")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("setup", help="prepare the bundled default model (one time)")
     p.set_defaults(func=cmd_setup)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TITLE_CHARS = 60
+POLICIES = ("annotate", "regenerate", "abstain")
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,10 @@ class ChatSession:
     last_plan: PromptPlan | None = None
     collection: "Collection | None" = None  # answer from these documents when set
     k: int = 3  # sources per grounded answer
+    on_unsupported: str = "annotate"  # grounded answers below the support threshold: see POLICIES
+    check_answers: bool = False  # also check answers without documents, against the conversation
+    self_check: int = 0  # re-sampled answers for self-consistency (0 = off)
+    _turn: "tuple[str, list[ChatMessage]] | None" = field(default=None, repr=False)
 
     @classmethod
     def resume(cls, backend: Backend, store: Store, conversation_id: int, **kwargs) -> "ChatSession":
@@ -191,6 +196,9 @@ class ChatSession:
 
     def _plan_turn(self, text: str, history: list[ChatMessage]) -> "tuple[PromptPlan | None, list[Source] | None]":
         """The prompt for a user turn; with documents on, also its sources (plan None = abstain)."""
+        if self.on_unsupported not in POLICIES:
+            raise ValueError(f"on_unsupported must be one of {', '.join(POLICIES)}")
+        self._turn = (text, history)
         if self.collection is None:
             return self.plan([ChatMessage("user", text)], history), None
         from assistant import rag
@@ -203,16 +211,24 @@ class ChatSession:
         if not best or best[0][1] < rag.MIN_RELEVANCE:
             return None, sources
         while sources:  # drop the lowest-ranked sources until prompt + reply fit
-            system, current = rag.grounded_messages(text, sources)
-            try:
-                plan = fit_context(system, history, current, self.backend.tokenizer,
-                                   self.backend.context_length, self.max_new_tokens)
-                if plan.max_new_tokens >= min(self.max_new_tokens, 256):
-                    return plan, sources
-            except ContextOverflow:
-                pass
+            plan = self._grounded_plan(text, history, sources)
+            if plan is not None:
+                return plan, sources
             sources = sources[:-1]
         raise ContextOverflow("the question and even one source do not fit the model's context.")
+
+    def _grounded_plan(self, text: str, history: list[ChatMessage], sources: "list[Source]",
+                       strict: bool = False) -> PromptPlan | None:
+        """The grounded prompt, or None when it leaves too little room for a reply."""
+        from assistant import rag
+
+        system, current = rag.grounded_messages(text, sources, strict)
+        try:
+            plan = fit_context(system, history, current, self.backend.tokenizer,
+                               self.backend.context_length, self.max_new_tokens)
+        except ContextOverflow:
+            return None
+        return plan if plan.max_new_tokens >= min(self.max_new_tokens, 256) else None
 
     def _reply(self, plan: PromptPlan | None, sources: "list[Source] | None",
                cancel: threading.Event | None) -> Iterator[Event]:
@@ -227,11 +243,60 @@ class ChatSession:
         yield TokenEvent(ABSTAIN, -1, 0.0)
         yield DoneEvent(reply, "stop", reply.timings)
 
-    def _ground(self, answer: str, sources: "list[Source]") -> tuple[str, dict]:
+    def _check(self, answer: str, sources: "list[Source] | None", cancel: threading.Event | None = None):
+        """(answer with citations added, its Checks) against the sources, or against the conversation."""
         from assistant import grounding, rag
 
-        checks = grounding.check(answer, [(s.chunk_id, s.text) for s in sources], self.collection.embedder)
-        return rag.add_citations(answer, checks, sources), checks.to_dict()
+        question = self._turn[0] if self._turn else ""
+        if sources is not None:
+            checks = grounding.check(answer, [(s.chunk_id, s.text) for s in sources], self.collection.embedder,
+                                     question=question, samples=self._samples(cancel))
+            return rag.add_citations(answer, checks, sources), checks
+        from retrieval.embedder import shared_embedder
+
+        # without documents, what the user said is all an answer can be grounded in
+        said = [(i, m.content) for i, m in enumerate(self.messages) if m.role == "user"]
+        return answer, grounding.check(answer, said, shared_embedder(), question=question,
+                                       samples=self._samples(cancel))
+
+    def _complete(self, plan: PromptPlan, params: GenerationParams, cancel: threading.Event | None) -> str:
+        """A whole reply to the plan, not streamed (for retries and self-consistency samples)."""
+        tokenizer = self.backend.tokenizer
+        ids = []
+        for step in self.backend.stream(plan.ids, params, cancel):
+            if step.token_id in tokenizer.stop_ids:
+                break
+            ids.append(step.token_id)
+        return tokenizer.decode(ids)
+
+    def _samples(self, cancel: threading.Event | None) -> list[str]:
+        """self_check re-sampled answers to the last prompt (balanced preset), for self-consistency."""
+        from backends.sampling import PRESETS
+
+        if not self.self_check or self.last_plan is None:
+            return []
+        params = GenerationParams(PRESETS["balanced"], self.last_plan.max_new_tokens)
+        return [self._complete(self.last_plan, params, cancel) for _ in range(self.self_check)]
+
+    def _apply_policy(self, content: str, checks, sources: "list[Source] | None",
+                      params: GenerationParams, cancel: threading.Event | None):
+        """(content, checks) after the on_unsupported policy for an answer below the threshold."""
+        from assistant.rag import ABSTAIN
+
+        if checks.supported or sources is None or self.on_unsupported == "annotate":
+            return content, checks.to_dict()
+        if self.on_unsupported == "abstain":
+            return ABSTAIN, {"score": checks.score, "sentences": [], "policy": "abstain", "replaced": content}
+        text, history = self._turn
+        plan = self._grounded_plan(text, history, sources, strict=True)
+        if plan is None or (cancel is not None and cancel.is_set()):
+            return content, checks.to_dict()
+        retry = self._complete(plan, GenerationParams(params.sampling, plan.max_new_tokens), cancel)
+        if not retry.strip():
+            return content, checks.to_dict()
+        retry, retry_checks = self._check(retry, sources, cancel)
+        keep = (retry, retry_checks) if (retry_checks.score or 0) > (checks.score or 0) else (content, checks)
+        return keep[0], keep[1].to_dict() | {"policy": "regenerate", "retried": True}
 
     def _generate(self, plan: PromptPlan, cancel: threading.Event | None,
                   sources: "list[Source] | None" = None) -> Iterator[Event]:
@@ -272,8 +337,13 @@ class ChatSession:
                 completion_tokens=steps,
             )
             content, checks = tokenizer.decode(content_ids), None
-            if sources is not None and finish in ("stop", "length") and content.strip():
-                content, checks = self._ground(content, sources)
+            if (sources is not None or self.check_answers) and finish in ("stop", "length") and content.strip():
+                try:
+                    content, found = self._check(content, sources, cancel)
+                    content, checks = self._apply_policy(content, found, sources, params, cancel)
+                except Exception as exc:  # the reply is kept even when its check fails
+                    log.exception("grounding check failed")
+                    error = error or f"grounding check failed: {type(exc).__name__}: {exc}"
             reply = Message(
                 role="assistant",
                 content=content,

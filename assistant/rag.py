@@ -51,18 +51,25 @@ def sources_from_hits(hits) -> list[Source]:
                    h.score) for n, h in enumerate(hits, 1)]
 
 
-def system_prompt(sources: list[Source]) -> str:
+STRICT_NOTE = (
+    "\n\nEvery sentence of your answer must be stated in the documents: do not add names, numbers or "
+    "facts they do not contain."
+)
+
+
+def system_prompt(sources: list[Source], strict: bool = False) -> str:
     """The grounded system prompt with the numbered, delimited sources."""
     blocks = []
     for s in sources:
         where = s.path + (f", page {s.page}" if s.page else f", line {s.line}") + (f", {s.heading}" if s.heading else "")
         blocks.append(f"Document [{s.number}] ({where}):\n{neutralise(s.text)}")
-    return SYSTEM_TEMPLATE.format(sources="\n\n".join(blocks))
+    return SYSTEM_TEMPLATE.format(sources="\n\n".join(blocks)) + (STRICT_NOTE if strict else "")
 
 
-def grounded_messages(question: str, sources: list[Source]) -> tuple[ChatMessage, list[ChatMessage]]:
-    """(system message, current turn) for a grounded answer."""
-    return ChatMessage("system", system_prompt(sources)), [ChatMessage("user", question)]
+def grounded_messages(question: str, sources: list[Source],
+                      strict: bool = False) -> tuple[ChatMessage, list[ChatMessage]]:
+    """(system message, current turn) for a grounded answer; strict for a retry after a failed check."""
+    return ChatMessage("system", system_prompt(sources, strict)), [ChatMessage("user", question)]
 
 
 def add_citations(answer: str, checks, sources: list[Source]) -> str:

@@ -22,7 +22,11 @@ _FENCE = re.compile(r"^(```|~~~)")
 _RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+])\1{2,}[ \t]*$")
 # A sentence ends at . ! ? (followed by space) or at the CJK full stops, which need no space.
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+(?=\S)|(?<=[。！？])")
-_ABBREVIATIONS = {"e.g.", "i.e.", "etc.", "mr.", "mrs.", "ms.", "dr.", "prof.", "vs.", "fig.", "no.", "st.", "jr.", "sr.", "u.s.", "approx."}
+_ABBREVIATIONS = {
+    "e.g.", "i.e.", "etc.", "mr.", "mrs.", "ms.", "dr.", "prof.", "vs.", "fig.", "no.", "st.", "jr.", "sr.", "u.s.",
+    "approx.", "al.", "cf.", "inc.", "ltd.", "co.", "corp.", "mt.", "ft.", "vol.", "pp.", "jan.", "feb.", "mar.",
+    "apr.", "jun.", "jul.", "aug.", "sep.", "sept.", "oct.", "nov.", "dec.",
+}
 
 
 @dataclass
@@ -132,7 +136,9 @@ def sentences(text: str, start: int = 0, end: int | None = None) -> list[tuple[i
         if merged:
             prev_a, prev_b = merged[-1]
             last_word = text[prev_a:prev_b].rsplit(None, 1)[-1].lower() if text[prev_a:prev_b].split() else ""
-            if last_word in _ABBREVIATIONS or re.fullmatch(r"(?:[a-z]\.)+|\d+\.", last_word):
+            # an abbreviation, an initial ("J.") or a list number ("2.") alone does not end a sentence
+            if last_word in _ABBREVIATIONS or re.fullmatch(r"(?:[a-z]\.)+", last_word) \
+                    or re.fullmatch(r"\d+\.", text[prev_a:prev_b].strip()):
                 merged[-1] = (prev_a, b)
                 continue
         merged.append((a, b))

@@ -8,7 +8,7 @@ embeddings that agree to a cosine of 0.9999; elsewhere it runs in fp32.
 from __future__ import annotations
 
 import logging
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +97,9 @@ class Embedder:
                                     convert_to_tensor=True, normalize_embeddings=True,
                                     show_progress_bar=False)
         return vectors.float().cpu().numpy().astype(np.float32, copy=False)
+
+
+@lru_cache(maxsize=1)
+def shared_embedder() -> Embedder:
+    """The default embedder, loaded once per process (for checks outside a collection)."""
+    return Embedder()

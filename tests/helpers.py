@@ -49,3 +49,27 @@ def build_tiny_llama(path: Path, seed: int = 0, context: int = 256) -> Path:
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(path)
     return path
+
+
+class ScriptedBackend:
+    """A backend that replies with fixed texts in turn (for a deterministic answer to check).
+
+    It uses a real tokenizer and yields real token ids; `prompts` records what it was asked.
+    """
+
+    name = "scripted"
+    model_id = "scripted"
+
+    def __init__(self, tokenizer, replies: list[str], context_length: int = 4096):
+        self.tokenizer = tokenizer
+        self.replies = list(replies)
+        self.context_length = context_length
+        self.prompts: list[str] = []
+
+    def stream(self, prompt_ids, params, cancel=None):
+        from backends.base import TokenStep
+
+        self.prompts.append(self.tokenizer.decode(prompt_ids, skip_special=False))
+        reply = self.replies.pop(0)
+        for token in self.tokenizer.encode(reply) + [self.tokenizer.im_end_id]:
+            yield TokenStep(token, 0.0)

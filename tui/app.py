@@ -18,13 +18,13 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Input, ListItem, ListView, Label, Markdown, Static
+from textual.widgets import Input, ListItem, ListView, Label, Static
 
 from assistant.config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_SYSTEM_PROMPT
 from assistant.errors import HearthError
 from tui.commands import COMMANDS, parse
 from tui.screens import HelpScreen, PromptScreen, SourcesScreen
-from tui.widgets import ChatInput, MessageBox, marked_answer, sources_text
+from tui.widgets import ChatInput, MessageBox, ReplyStream, marked_answer, sources_text
 
 BackendLoader = Callable[[str, "str | None", "str | None"], object]
 
@@ -88,7 +88,8 @@ class HearthApp(App):
         self._store = store
         self.loader = loader or default_loader
         self.settings = {"backend": backend, "model": model, "adapter": adapter, "docs": docs,
-                         "preset": "precise", "sampling": None, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS}
+                         "preset": "precise", "sampling": None, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
+                         "on_unsupported": "annotate", "check": False}
         self.system_prompt = DEFAULT_SYSTEM_PROMPT
         self.start_conversation = conversation_id
         self.export_dir = export_dir or Path.cwd()
@@ -167,13 +168,17 @@ class HearthApp(App):
 
         return ChatSession(backend=self.backend, store=self.store, system_prompt=self.system_prompt,
                            sampling=self._sampling(), max_new_tokens=self.settings["max_new_tokens"],
-                           collection=self.collection)
+                           collection=self.collection, **self._check_options())
 
     def _bind_session(self, conversation_id: int) -> None:
         from assistant.conversation import ChatSession
 
         self.session = ChatSession.resume(self.backend, self.store, conversation_id, sampling=self._sampling(),
-                                          max_new_tokens=self.settings["max_new_tokens"], collection=self.collection)
+                                          max_new_tokens=self.settings["max_new_tokens"], collection=self.collection,
+                                          **self._check_options())
+
+    def _check_options(self) -> dict:
+        return {"on_unsupported": self.settings["on_unsupported"], "check_answers": self.settings["check"]}
 
     def _sampling(self):
         from backends.sampling import PRESETS, SamplingParams
@@ -228,7 +233,7 @@ class HearthApp(App):
             box = MessageBox(m.role, marked_answer(m.content, m.checks) if m.role == "assistant" else m.content,
                              self._header(m))
             chat.mount(box)
-            if m.role == "assistant" and m.sources:
+            if m.role == "assistant" and (m.sources or m.checks):
                 box.call_after_refresh(box.set_footer, sources_text(m.sources, m.checks))
         chat.scroll_end(animate=False)
 
@@ -276,7 +281,7 @@ class HearthApp(App):
     def generate(self, start, box: MessageBox, cancel: threading.Event) -> None:
         from assistant.conversation import DoneEvent, TokenEvent
 
-        stream = self.call_from_thread(Markdown.get_stream, box.body)
+        stream = self.call_from_thread(ReplyStream, box)
         try:
             for event in start(cancel):
                 if isinstance(event, TokenEvent):
@@ -288,12 +293,10 @@ class HearthApp(App):
             self.call_from_thread(self._failed, box, stream, str(exc))
 
     async def _finish(self, box: MessageBox, stream, done) -> None:
-        await stream.stop()
         message = done.message
-        if message.checks or message.content != box.body.source:
-            await box.body.update(marked_answer(message.content, message.checks))
+        await stream.stop(marked_answer(message.content, message.checks))
         box.set_header(self._header(message))
-        if message.sources:
+        if message.sources or message.checks:
             box.set_footer(sources_text(message.sources, message.checks))
         self.generating = False
         self.last_timings = done.timings

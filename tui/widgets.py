@@ -84,6 +84,56 @@ class MessageBox(Vertical):
         self.footer.display = bool(text)
 
 
+class ReplyStream:
+    """Streams a reply into a MessageBox through Textual's Markdown stream.
+
+    Textual lays out every widget on every refresh, and each Markdown block is a widget, so a long
+    reply would make each new token cost more. Finished blocks far above the end are therefore
+    frozen into one pre-rendered widget per group; at the end the whole reply becomes one Markdown
+    widget again, exactly as it shows when the conversation is reopened.
+    """
+
+    LIVE_BLOCKS = 16  # blocks kept live at the end of the reply (more than a screenful)
+    FREEZE_BLOCKS = 8  # blocks frozen together into one widget
+
+    def __init__(self, box: MessageBox) -> None:
+        self.box = box
+        self.body = box.body
+        self.frozen: list[Static] = []
+        self._stream = Markdown.get_stream(box.body)
+
+    async def write(self, text: str) -> None:
+        await self._stream.write(text)
+        await self._freeze()
+
+    async def _freeze(self) -> None:
+        from rich.markdown import Markdown as RichMarkdown
+        from textual.widgets._markdown import MarkdownBlock
+
+        if len(self.body.children) <= self.LIVE_BLOCKS:
+            return
+        async with self.body.lock:  # the stream appends under the same lock
+            blocks = [c for c in self.body.children if isinstance(c, MarkdownBlock)]
+            if len(blocks) <= self.LIVE_BLOCKS:
+                return
+            old = blocks[: self.FREEZE_BLOCKS]
+            first, end = old[0].source_range[0], blocks[self.FREEZE_BLOCKS].source_range[0]
+            text = "".join(self.body.source.splitlines(keepends=True)[first:end])
+            frozen = Static(RichMarkdown(text, code_theme="monokai"), classes="frozen")
+            self.frozen.append(frozen)
+            await self.box.mount(frozen, before=self.body)
+            await self.body.remove_children(old)
+
+    async def stop(self, final: str | None = None) -> None:
+        """End the stream; final (the stored, checked answer) replaces the streamed text if given."""
+        await self._stream.stop()
+        if self.frozen or (final is not None and final != self.body.source):
+            for widget in self.frozen:
+                await widget.remove()
+            self.frozen = []
+            await self.body.update(self.body.source if final is None else final)
+
+
 def marked_answer(content: str, checks: dict | None) -> str:
     """Markdown of an answer with unsupported sentences struck through and flagged."""
     if not checks:

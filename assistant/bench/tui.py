@@ -51,9 +51,7 @@ def _reply_tokens(n: int) -> list[str]:
 async def _render_costs(n_tokens: int) -> list[float]:
     from textual.app import App
     from textual.containers import VerticalScroll
-    from textual.widgets import Markdown
-
-    from tui.widgets import MessageBox
+    from tui.widgets import MessageBox, ReplyStream
 
     class Bench(App):
         def compose(self):
@@ -66,7 +64,7 @@ async def _render_costs(n_tokens: int) -> list[float]:
         chat = app.query_one("#chat", VerticalScroll)
         await chat.mount(box)
         chat.anchor()
-        stream = Markdown.get_stream(box.body)
+        stream = ReplyStream(box)
         for token in _reply_tokens(n_tokens):
             start = time.perf_counter()
             await stream.write(token)

@@ -66,7 +66,7 @@ def test_newer_schema_is_refused(tmp_path):
 
 def test_list_newest_first_search_and_delete(tmp_path):
     store = Store(tmp_path / "h.db")
-    a, b = _conv(store, "alpha"), _conv(store, "beta")
+    a, _ = _conv(store, "alpha"), _conv(store, "beta")
     store.add_message(a.id, Message(role="user", content="tell me about penguins"))
     assert [c.title for c in store.list_conversations()] == ["alpha", "beta"]
     assert [c.title for c in store.list_conversations(query="penguin")] == ["alpha"]

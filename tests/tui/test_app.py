@@ -61,6 +61,14 @@ async def settle(pilot, app, timeout=30):
     assert not app.generating
 
 
+async def until(pilot, condition, timeout=10):
+    """Wait until condition() holds (the UI updates asynchronously; a busy machine is slower)."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        await pilot.pause(0.05)
+    assert condition()
+
+
 async def say(pilot, app, text):
     app.query_one("#input", ChatInput).focus()
     app.query_one("#input", ChatInput).load_text(text)
@@ -156,9 +164,10 @@ async def test_switch_rename_search_and_delete_conversations(make_app, store):
         assert store.get_conversation(a.id).title == "Penguin facts"
 
         app.query_one("#search").value = "penguins are"
-        await pilot.pause(0.2)
-        items = [i for i in app.query_one("#conversations").children if i.is_mounted]
-        assert [i.conversation_id for i in items] == [a.id]
+
+        def listed():
+            return [i.conversation_id for i in app.query_one("#conversations").children if i.is_mounted]
+        await until(pilot, lambda: listed() == [a.id])
 
         await app.run_slash("/delete", "")
         await pilot.pause(0.1)

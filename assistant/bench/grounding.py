@@ -1,0 +1,285 @@
+"""Measure the hallucination check on human labels (RAGTruth, WiCE), fit its calibration, time it.
+
+Signals are computed once per labelled file and cached under HEARTH_HOME/cache/grounding (they
+take minutes: every answer is scored by the default model), so fitting and evaluating again is
+quick. Calibration never sees what it is scored on: RAGTruth is cross-validated in folds grouped by
+source document, WiCE is fitted on its dev claims and scored on its test claims.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from assistant.config import ensure_dir, hearth_home
+from assistant.errors import HearthError
+from assistant.grounding.calibration import ANSWER_FEATURES, SENTENCE_FEATURES, Calibration
+
+MEASUREMENTS_VERSION = "1"  # bump when the splitting, embedder or model scoring changes
+FOLDS = 5
+RAGTRUTH_TASKS = ("QA", "Summary", "Data2txt")
+# What each RAGTruth task asked of the model that wrote the response (the question we score under).
+TASK_QUESTIONS = {
+    "Summary": "Summarize the news article.",
+    "Data2txt": "Write an objective overview of the local business from its structured data.",
+}
+
+
+@dataclass
+class Example:
+    """One labelled answer: `spans` are the human-marked hallucinated character ranges (RAGTruth)."""
+
+    id: str
+    group: str
+    task: str
+    question: str
+    sources: list[str]
+    answer: str
+    hallucinated: bool
+    spans: list[tuple[int, int]]
+
+
+def load_ragtruth(path: Path) -> list[Example]:
+    """RAGTruth responses; a record repeated under the same response id is read once."""
+    out, seen = [], set()
+    for line in _lines(path):
+        r = json.loads(line)
+        if str(r["id"]) in seen:
+            continue
+        seen.add(str(r["id"]))
+        info, task = r["source_info"], r["task_type"]
+        if task == "QA":
+            question, sources = info["question"], [info["passages"]]
+        else:
+            text = info if isinstance(info, str) else json.dumps(info, ensure_ascii=False)
+            question, sources = TASK_QUESTIONS.get(task, ""), [text]
+        spans = [(int(s["start"]), int(s["end"])) for s in r["labels"]]
+        out.append(Example(str(r["id"]), str(r["source_id"]), task, question, sources, r["response"], bool(spans), spans))
+    return out
+
+
+def load_wice(path: Path) -> list[Example]:
+    out = []
+    for n, line in enumerate(_lines(path)):
+        r = json.loads(line)
+        evidence = r["evidence"] if isinstance(r["evidence"], list) else ast.literal_eval(r["evidence"])
+        unsupported = r["label"] != "supported"  # "partially_supported" counts as not supported
+        out.append(Example(str(n), str(n), "claim", "", ["\n".join(evidence)], r["claim"], unsupported,
+                           [(0, len(r["claim"]))] if unsupported else []))
+    return out
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as exc:
+        raise HearthError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+LOADERS = {"ragtruth": load_ragtruth, "wice": load_wice}
+
+
+@dataclass
+class Scored:
+    """An example's sentence signal rows (verifiable sentences only) and their labels."""
+
+    example: Example
+    rows: np.ndarray  # (n, len(SENTENCE_FEATURES))
+    labels: np.ndarray  # per row: does a human-marked span overlap the sentence
+
+
+def compute_signals(examples: list[Example], data: Path, report: Callable[[str], None] = print) -> list[Scored]:
+    """Signals of every example; the model measurements come from the cache when this file was seen."""
+    from tqdm import tqdm
+
+    from assistant.grounding.check import Measurements, default_scorer, measure, signals_from
+    from retrieval.embedder import Embedder
+
+    key = hashlib.sha256(Path(data).read_bytes() + MEASUREMENTS_VERSION.encode()).hexdigest()[:16]
+    cache = ensure_dir(hearth_home() / "cache" / "grounding") / f"{key}.json"
+    cached = json.loads(cache.read_text()) if cache.is_file() else {}
+    todo = [e for e in examples if e.id not in cached]
+    if todo:
+        report(f"measuring {len(todo)} answers with the embedder and the default model (cached in {cache})")
+        embedder, scorer = Embedder(), default_scorer()
+        last_save = time.monotonic()
+        for e in tqdm(todo, unit="answer", desc="measure", disable=None):
+            cached[e.id] = measure(e.answer, e.sources, embedder, scorer, e.question).to_dict()
+            if time.monotonic() - last_save > 30:  # an interrupted run keeps what it measured
+                _save(cache, cached)
+                last_save = time.monotonic()
+        _save(cache, cached)
+    out = []
+    for e in examples:
+        found = signals_from(Measurements.from_dict(cached[e.id]), e.answer, e.sources)
+        rows = [(r, any(s < b and t > a for s, t in e.spans)) for (a, b), r in zip(found.spans, found.rows)
+                if r is not None]
+        out.append(Scored(e, np.array([r for r, _ in rows], dtype=np.float64).reshape(-1, len(SENTENCE_FEATURES)),
+                          np.array([lab for _, lab in rows], dtype=bool)))
+    return out
+
+
+def _save(path: Path, data: dict) -> None:
+    from assistant.files import write_atomic
+
+    write_atomic(path, json.dumps(data))
+
+
+def fit(scored: list[Scored], fitted_on: str = "") -> Calibration:
+    """Calibration from labelled answers (those with no verifiable sentence are left out)."""
+    usable = [s for s in scored if len(s.rows)]
+    return Calibration.fit(np.concatenate([s.rows for s in usable]), np.concatenate([s.labels for s in usable]),
+                           [s.rows for s in usable], [s.example.hallucinated for s in usable], fitted_on)
+
+
+def predict(calibration: Calibration, scored: list[Scored]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(P(answer hallucinated) per answer, P(sentence hallucinated) per sentence row of each answer).
+
+    An answer with nothing verifiable in it gets 0: there is nothing it could have made up.
+    """
+    answers = np.array([1 - calibration.answer_support(s.rows) if len(s.rows) else 0.0 for s in scored])
+    sentences = [1 - calibration.sentence_support(s.rows) if len(s.rows) else np.zeros(0) for s in scored]
+    return answers, sentences
+
+
+def grouped_folds(scored: list[Scored], folds: int = FOLDS):
+    from sklearn.model_selection import GroupKFold
+
+    groups = [s.example.group for s in scored]
+    return GroupKFold(folds).split(np.zeros(len(scored)), groups=groups)
+
+
+def metrics(fmt: str, scored: list[Scored], answer_p: np.ndarray, sentence_p: list[np.ndarray],
+            threshold: float) -> dict:
+    from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+
+    y = np.array([s.example.hallucinated for s in scored])
+    flagged = answer_p > 1 - threshold  # support below the threshold
+    precision, recall, f1, _ = precision_recall_fscore_support(y, flagged, average="binary", zero_division=0)
+    by_task = None
+    if fmt == "ragtruth":
+        tasks = np.array([s.example.task for s in scored])
+        by_task = {t: round(float(roc_auc_score(y[tasks == t], answer_p[tasks == t])), 4)
+                   for t in RAGTRUTH_TASKS if len(set(y[tasks == t])) == 2}
+    span_auroc = None
+    if fmt == "ragtruth":
+        labels = np.concatenate([s.labels for s in scored])
+        span_auroc = round(float(roc_auc_score(labels, np.concatenate(sentence_p))), 4)
+    return {
+        "format": fmt,
+        "n": len(scored),
+        "auroc": round(float(roc_auc_score(y, answer_p)), 4),
+        "auroc_by_task": by_task,
+        "auroc_task_mean": round(float(np.mean(list(by_task.values()))), 4) if by_task else None,
+        "precision": round(float(precision), 4),
+        "recall": round(float(recall), 4),
+        "f1": round(float(f1), 4),
+        "threshold": threshold,
+        "span_auroc": span_auroc,
+    }
+
+
+def evaluate(data: Path, fmt: str, report: Callable[[str], None] = print, shipped: bool = False) -> dict:
+    """Cross-validated (RAGTruth) or dev-fitted (WiCE) figures of the check on labelled data.
+
+    shipped scores with the shipped calibration instead of refitting; it is refused for a file the
+    shipped weights were fitted on.
+    """
+    from assistant.grounding.check import shipped_calibration
+
+    threshold = shipped_calibration().answer_threshold
+    if shipped:
+        test_file = wice_pair(data)[0] if fmt == "wice" else Path(data)
+        if test_file.name in shipped_calibration().fitted_on:
+            raise HearthError(f"the shipped calibration was fitted on {test_file.name}; it cannot be scored on it.")
+        loader = LOADERS.get(fmt)
+        if loader is None:
+            raise HearthError(f"unknown format {fmt!r}: use ragtruth or wice.")
+        scored = compute_signals(loader(test_file), test_file, report)
+        answer_p, sentence_p = predict(shipped_calibration(), scored)
+        return metrics(fmt, scored, answer_p, sentence_p, threshold)
+    if fmt == "ragtruth":
+        scored = compute_signals(load_ragtruth(data), data, report)
+        answer_p = np.zeros(len(scored))
+        sentence_p: list[np.ndarray] = [np.zeros(0)] * len(scored)
+        for train, test in grouped_folds(scored):
+            calibration = fit([scored[i] for i in train])
+            a, s = predict(calibration, [scored[i] for i in test])
+            answer_p[test] = a
+            for i, rows in zip(test, s):
+                sentence_p[i] = rows
+        return metrics(fmt, scored, answer_p, sentence_p, threshold)
+    if fmt == "wice":
+        test_file, dev_file = wice_pair(data)
+        calibration = fit(compute_signals(load_wice(dev_file), dev_file, report))
+        scored = compute_signals(load_wice(test_file), test_file, report)
+        answer_p, sentence_p = predict(calibration, scored)
+        return metrics(fmt, scored, answer_p, sentence_p, threshold)
+    raise HearthError(f"unknown format {fmt!r}: use ragtruth or wice.")
+
+
+def wice_pair(data: Path) -> tuple[Path, Path]:
+    """(test file, dev file) from WiCE's folder or its claim_test.jsonl."""
+    data = Path(data)
+    folder = data if data.is_dir() else data.parent
+    test, dev = folder / "claim_test.jsonl", folder / "claim_dev.jsonl"
+    if data.is_file() and data.name != test.name:
+        raise HearthError(f"{data}: pass WiCE's claim_test.jsonl (its claim_dev.jsonl beside it is the fitting set).")
+    for path in (test, dev):
+        if not path.is_file():
+            raise HearthError(f"{path} not found: WiCE needs claim_dev.jsonl (fitting) and claim_test.jsonl (scoring).")
+    return test, dev
+
+
+def fit_shipped(ragtruth: Path, wice: Path | None, out: Path, report: Callable[[str], None] = print) -> Calibration:
+    """Fit the shipped calibration on all of RAGTruth (and WiCE's dev claims) and write it."""
+    scored = compute_signals(load_ragtruth(ragtruth), ragtruth, report)
+    names = [f"RAGTruth {Path(ragtruth).name} ({len(scored)})"]
+    if wice is not None:
+        _, dev = wice_pair(wice)
+        more = compute_signals(load_wice(dev), dev, report)
+        scored += more
+        names.append(f"WiCE {dev.name} ({len(more)})")
+    calibration = fit(scored, " + ".join(names))
+    calibration.save(out)
+    report(f"wrote {out}: answer threshold {calibration.answer_threshold}, "
+           f"sentence threshold {calibration.sentence_threshold}")
+    return calibration
+
+
+def bench(sentences: int = 5, sources: int = 5, repeats: int = 3) -> dict:
+    """Seconds the check adds to a typical grounded answer (models loaded and warm, as in a chat)."""
+    from assistant.grounding.check import check, default_scorer
+    from retrieval.embedder import Embedder
+
+    facts = [("The Rhine flows {} kilometres from the Alps to the North Sea.", "1,230"),
+             ("Its basin covers parts of {} countries.", "nine"),
+             ("Basel, Cologne and Rotterdam are major {} on the river.", "ports"),
+             ("The river carries barge traffic {} through the year.", "through Germany"),
+             ("Salmon returned to the Rhine after the {} cleanup programme.", "1987")]
+    texts = []
+    for i in range(sources):
+        filler = " ".join(f.format(v) for f, v in facts)
+        texts.append((i + 1, f"Section {i + 1}. " + filler * 4))
+    answer = " ".join(f.format(v) for f, v in (facts * 2)[:sentences])
+    embedder, scorer = Embedder(), default_scorer()
+    check(answer, texts, embedder, scorer)  # warm-up: loads both models
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = check(answer, texts, embedder, scorer, question="Tell me about the Rhine.")
+        times.append(time.perf_counter() - start)
+    assert len(result.sentences) == sentences
+    return {"sentences": sentences, "sources": sources,
+            "source_tokens": sum(embedder.count_tokens(t) for _, t in texts),
+            "check_s": round(float(np.median(times)), 3), "check_s_max": round(max(times), 3)}
+
+
+__all__ = ["ANSWER_FEATURES", "evaluate", "fit_shipped", "bench"]

@@ -1,0 +1,106 @@
+"""Calibration: logistic regressions that turn the signals into probabilities of hallucination.
+
+Two small models ship in `weights.json`, fitted by `hearth train grounding` on human labels: one
+scores a sentence from its own signals, one scores a whole answer from its sentences' signals
+(mean, max and min of each, and the number of sentences). Applying them needs only numpy;
+fitting uses scikit-learn.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from assistant.grounding import lexical, model_evidence, semantic
+
+SENTENCE_FEATURES = lexical.FEATURES + semantic.FEATURES + model_evidence.FEATURES
+ANSWER_FEATURES = tuple(f"{agg}_{name}" for agg in ("mean", "max", "min", "sum") for name in SENTENCE_FEATURES) + ("sentences",)
+WEIGHTS = Path(__file__).with_name("weights.json")
+REGULARISATION = 0.1  # inverse L2 strength; chosen by grouped cross-validation on RAGTruth (0.03-1 tried)
+
+
+def answer_features(sentence_rows: np.ndarray) -> np.ndarray:
+    """The answer-level feature vector from its verifiable sentences' feature rows."""
+    rows = np.asarray(sentence_rows, dtype=np.float64).reshape(-1, len(SENTENCE_FEATURES))
+    return np.concatenate([rows.mean(0), rows.max(0), rows.min(0), rows.sum(0), [np.log(len(rows))]])
+
+
+@dataclass
+class LogisticModel:
+    """Standardise, then a logistic regression: P(hallucinated)."""
+
+    features: list[str]
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    intercept: float
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        z = (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
+        return 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.coef) + self.intercept)))
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, features: tuple[str, ...], c: float = REGULARISATION) -> "LogisticModel":
+        from sklearn.linear_model import LogisticRegression
+
+        x = np.asarray(x, dtype=np.float64)
+        mean, scale = x.mean(0), x.std(0)
+        scale[scale == 0] = 1.0
+        model = LogisticRegression(C=c, max_iter=5000).fit((x - mean) / scale, np.asarray(y, dtype=int))
+        return cls(list(features), mean.tolist(), scale.tolist(), model.coef_[0].tolist(), float(model.intercept_[0]))
+
+
+def best_f1_threshold(support: np.ndarray, hallucinated: np.ndarray) -> float:
+    """The support score below which calling an answer unsupported gives the best F1."""
+    best, best_f1 = 0.5, -1.0
+    for t in np.unique(np.round(support, 3)):
+        flagged = support < t
+        tp = np.sum(flagged & hallucinated)
+        f1 = 2 * tp / (flagged.sum() + hallucinated.sum()) if tp else 0.0
+        if f1 > best_f1:
+            best, best_f1 = float(t), f1
+    return best
+
+
+@dataclass
+class Calibration:
+    """Both models and the support thresholds below which a sentence or answer is unsupported."""
+
+    sentence: LogisticModel
+    answer: LogisticModel
+    sentence_threshold: float
+    answer_threshold: float
+    fitted_on: str = ""
+
+    def sentence_support(self, rows: np.ndarray) -> np.ndarray:
+        return 1.0 - self.sentence.probability(rows)
+
+    def answer_support(self, rows: np.ndarray) -> float:
+        return float(1.0 - self.answer.probability(answer_features(rows)[None, :])[0])
+
+    @classmethod
+    def fit(cls, sentence_x, sentence_y, answers: list[np.ndarray], answer_y, fitted_on: str = "",
+            c: float = REGULARISATION) -> "Calibration":
+        """Fit both models; answers is one (n_sentences, n_features) array per labelled answer."""
+        sentence_y, answer_y = np.asarray(sentence_y, bool), np.asarray(answer_y, bool)
+        sentence = LogisticModel.fit(sentence_x, sentence_y, SENTENCE_FEATURES, c)
+        answer = LogisticModel.fit(np.stack([answer_features(a) for a in answers]), answer_y, ANSWER_FEATURES, c)
+        made = cls(sentence, answer, 0.5, 0.5, fitted_on)
+        made.sentence_threshold = best_f1_threshold(made.sentence_support(np.asarray(sentence_x)), sentence_y)
+        made.answer_threshold = best_f1_threshold(np.array([made.answer_support(a) for a in answers]), answer_y)
+        return made
+
+    def save(self, path: Path = WEIGHTS) -> None:
+        path.write_text(json.dumps(asdict(self), indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path = WEIGHTS) -> "Calibration":
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        made = cls(LogisticModel(**data["sentence"]), LogisticModel(**data["answer"]), data["sentence_threshold"],
+                   data["answer_threshold"], data.get("fitted_on", ""))
+        if tuple(made.sentence.features) != SENTENCE_FEATURES or tuple(made.answer.features) != ANSWER_FEATURES:
+            raise ValueError(f"{path} was fitted on other signals; refit with `hearth train grounding`.")
+        return made

@@ -1,0 +1,174 @@
+"""The hallucination check: every sentence of an answer scored against the sources it was given."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from assistant.grounding import lexical, model_evidence, semantic
+from assistant.grounding.calibration import SENTENCE_FEATURES, Calibration
+from assistant.grounding.consistency import consistency
+from assistant.grounding.split import is_code, split_sentences
+
+# Five sources of ~256 tokens fit; longer source sets are cut in the middle (cost grows with length).
+SCORER_MAX_TOKENS = 2048
+_CITATION = re.compile(r"\s*\[(\d+)\]")
+_NON_FACTUAL = re.compile(
+    r"^(i don't know|i do not know|i'm not sure|i am not sure|sorry|hello|hi|thanks|thank you|you're welcome)\b", re.I)
+
+
+@dataclass
+class SentenceCheck:
+    """One answer sentence and how well the sources support it."""
+
+    text: str
+    start: int
+    end: int
+    score: float
+    verdict: str  # "supported" | "unsupported" | "unverifiable"
+    evidence: list[int] = field(default_factory=list)  # chunk ids, best first
+
+
+@dataclass
+class Checks:
+    """The check of a whole answer: `score` is the answer's support in [0, 1] (None: nothing to check)."""
+
+    score: float | None
+    sentences: list[SentenceCheck]
+    threshold: float | None = None
+
+    @property
+    def supported(self) -> bool:
+        return self.score is None or self.threshold is None or self.score >= self.threshold
+
+    def to_dict(self) -> dict:
+        return {"score": self.score, "sentences": [asdict(s) for s in self.sentences]}
+
+
+@dataclass
+class Signals:
+    """The raw signals of an answer's sentences: `rows[i]` is None for an unverifiable sentence."""
+
+    spans: list[tuple[int, int]]
+    rows: list[np.ndarray | None]
+    evidence: list[list[int]]  # indices into the sources, best first
+
+
+def is_verifiable(sentence: str) -> bool:
+    """False for sentences with no factual content: refusals, greetings, bare code."""
+    text = _CITATION.sub("", sentence).strip()
+    return bool(lexical.content_terms(text)) and not _NON_FACTUAL.match(text) and not is_code(text)
+
+
+@dataclass
+class Measurements:
+    """What the models say about an answer (the slow part of a check; the signals derive from it).
+
+    `cosines[k]` holds the k-th verifiable sentence's cosine to every source sentence, whose
+    source index is in `owners`; `tokens` are the model's per-token log-probabilities.
+    """
+
+    spans: list[tuple[int, int]]
+    verifiable: list[int]
+    cosines: np.ndarray
+    owners: np.ndarray
+    tokens: model_evidence.TokenEvidence | None
+
+    def to_dict(self) -> dict:
+        return {"spans": self.spans, "verifiable": self.verifiable,
+                "cosines": np.round(self.cosines, 4).tolist(), "owners": self.owners.tolist(),
+                "tokens": self.tokens.to_dict() if self.tokens is not None else None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Measurements":
+        tokens = model_evidence.TokenEvidence.from_dict(d["tokens"]) if d["tokens"] is not None else None
+        cosines = np.array(d["cosines"], dtype=np.float32).reshape(len(d["verifiable"]), len(d["owners"]))
+        return cls([tuple(s) for s in d["spans"]], d["verifiable"], cosines, np.array(d["owners"], dtype=np.int64),
+                   tokens)
+
+
+def _sentence_text(answer: str, span: tuple[int, int]) -> str:
+    return _CITATION.sub("", answer[span[0] : span[1]]).strip()
+
+
+def measure(answer: str, sources: list[str], embedder, scorer: model_evidence.TokenScorer | None,
+            question: str = "") -> Measurements:
+    """Split the answer, embed its verifiable sentences against the sources, score its tokens."""
+    spans = split_sentences(answer)
+    verifiable = [i for i, span in enumerate(spans) if is_verifiable(_sentence_text(answer, span))]
+    cosines, owners = semantic.similarities(embedder, [_sentence_text(answer, spans[i]) for i in verifiable], sources)
+    tokens = scorer.score(answer, sources, question) if scorer is not None and verifiable else None
+    return Measurements(spans, verifiable, cosines, owners, tokens)
+
+
+def signals_from(measured: Measurements, answer: str, sources: list[str]) -> Signals:
+    """Lexical, semantic and model signals of every sentence of the answer."""
+    spans = measured.spans
+    index = lexical.SourceIndex(sources)
+    rows: list[np.ndarray | None] = [None] * len(spans)
+    evidence: list[list[int]] = [[] for _ in spans]
+    for k, i in enumerate(measured.verifiable):
+        a, b = spans[i]
+        values = lexical.lexical_features(_sentence_text(answer, spans[i]), index) or {}
+        values.update(semantic.semantic_features(measured.cosines[k]))
+        tokens = measured.tokens
+        model = tokens.features(a, b, answer, index) if tokens is not None else None
+        values.update(model or dict.fromkeys(model_evidence.FEATURES, 0.0))
+        rows[i] = np.array([values[name] for name in SENTENCE_FEATURES])
+        evidence[i] = semantic.best_sources(measured.cosines[k], measured.owners)
+    return Signals(spans, rows, evidence)
+
+
+def signals(answer: str, sources: list[str], embedder, scorer: model_evidence.TokenScorer | None,
+            question: str = "") -> Signals:
+    """Lexical, semantic and model signals of every sentence of the answer."""
+    return signals_from(measure(answer, sources, embedder, scorer, question), answer, sources)
+
+
+@lru_cache(maxsize=1)
+def shipped_calibration() -> Calibration:
+    return Calibration.load()
+
+
+@lru_cache(maxsize=1)
+def default_scorer() -> model_evidence.TokenScorer:
+    return model_evidence.TokenScorer(max_tokens=SCORER_MAX_TOKENS)
+
+
+def check(answer: str, sources: list[tuple[int, str]], embedder, scorer=None, question: str = "",
+          calibration: Calibration | None = None, samples: list[str] | None = None) -> Checks:
+    """Score every sentence of the answer against (chunk id, text) sources.
+
+    scorer defaults to the default model; pass False to leave the model signals out (their
+    features are then zero, which the calibration reads as weak evidence). samples, re-sampled
+    answers to the same prompt, turn on self-consistency.
+    """
+    calibration = calibration or shipped_calibration()
+    if scorer is None:
+        scorer = default_scorer()
+    found = signals(answer, [text for _, text in sources], embedder, scorer or None, question)
+    if not found.spans:
+        return Checks(None, [], calibration.answer_threshold)
+    rows = [r for r in found.rows if r is not None]
+    support_values = calibration.sentence_support(np.stack(rows)) if rows else np.zeros(0)
+    agreement = None
+    if samples and rows:
+        texts = [_sentence_text(answer, span) for span, r in zip(found.spans, found.rows) if r is not None]
+        agreement = consistency(texts, samples, embedder)
+        support_values = (support_values + agreement) / 2
+    support = iter(support_values)
+    results = []
+    for (a, b), row, best in zip(found.spans, found.rows, found.evidence):
+        if row is None:
+            results.append(SentenceCheck(answer[a:b], a, b, 1.0, "unverifiable"))
+            continue
+        score = round(float(next(support)), 4)
+        verdict = "supported" if score >= calibration.sentence_threshold else "unsupported"
+        results.append(SentenceCheck(answer[a:b], a, b, score, verdict, [sources[j][0] for j in best]))
+    score = calibration.answer_support(np.stack(rows)) if rows else None
+    if agreement is not None:
+        score = (score + float(agreement.mean())) / 2
+    return Checks(None if score is None else round(score, 4), results, calibration.answer_threshold)

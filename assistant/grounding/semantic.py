@@ -1,0 +1,46 @@
+"""Semantic support: how close in meaning a sentence is to the closest source sentences."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from retrieval.chunker import sentences
+
+FEATURES = ("cosine_best", "cosine_top3")
+
+
+def source_sentences(texts: list[str]) -> list[tuple[int, str]]:
+    """(index of the source, sentence) for every sentence of every source."""
+    out = []
+    for i, text in enumerate(texts):
+        out.extend((i, text[a:b]) for a, b in sentences(text))
+    return out
+
+
+def similarities(embedder, answer_sentences: list[str], source_texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(cosine of each answer sentence to each source sentence, the source index of each source sentence)."""
+    pieces = source_sentences(source_texts)
+    if not answer_sentences or not pieces:
+        return np.zeros((len(answer_sentences), 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    vectors = embedder.encode(answer_sentences + [text for _, text in pieces])
+    n = len(answer_sentences)
+    return vectors[:n] @ vectors[n:].T, np.array([i for i, _ in pieces])
+
+
+def semantic_features(row: np.ndarray) -> dict[str, float]:
+    """The semantic signals of one sentence from its row of cosines."""
+    if row.size == 0:
+        return {"cosine_best": 0.0, "cosine_top3": 0.0}
+    top = np.sort(row)[::-1][:3]
+    return {"cosine_best": float(top[0]), "cosine_top3": float(top.mean())}
+
+
+def best_sources(row: np.ndarray, owners: np.ndarray, k: int = 2) -> list[int]:
+    """Indices of the k sources holding the sentences closest to this one, best first."""
+    ranked: list[int] = []
+    for j in np.argsort(row)[::-1]:
+        if int(owners[j]) not in ranked:
+            ranked.append(int(owners[j]))
+        if len(ranked) == k:
+            break
+    return ranked

@@ -1,0 +1,188 @@
+"""The hallucination check: splitting, each signal on hand-made cases, calibration, the whole check."""
+
+import json
+
+import numpy as np
+import pytest
+
+from assistant.grounding import check, lexical, model_evidence, semantic
+from assistant.grounding.calibration import ANSWER_FEATURES, SENTENCE_FEATURES, Calibration, LogisticModel
+from assistant.grounding.check import default_scorer, is_verifiable
+from assistant.grounding.split import split_sentences
+
+SOURCE = ("The Rhine is 1,230 kilometres long. It rises in the Swiss Alps and flows into the North Sea "
+          "near Rotterdam. Konrad Adenauer was born in Cologne, a city on the Rhine.")
+
+
+def pieces(text):
+    return [text[a:b] for a, b in split_sentences(text)]
+
+
+# -- sentence splitting --------------------------------------------------------------------------
+def test_abbreviations_decimals_and_initials_do_not_end_sentences():
+    text = "Dr. Smith paid $3.50 on Jan. 5. He left, e.g. at noon! J. R. R. Tolkien wrote it in 1937. Did he?"
+    assert pieces(text) == ["Dr. Smith paid $3.50 on Jan. 5.", "He left, e.g. at noon!",
+                            "J. R. R. Tolkien wrote it in 1937.", "Did he?"]
+
+
+def test_cjk_punctuation_ends_sentences():
+    assert pieces("东京是日本的首都。人口很多！对吗？") == ["东京是日本的首都。", "人口很多！", "对吗？"]
+
+
+def test_code_spans_and_blocks_are_never_split():
+    text = "Call `os.path.join(a, b)`. It joins paths.\n\n```python\nx = 1. \ny = 2\n```\nDone."
+    assert pieces(text) == ["Call `os.path.join(a, b)`.", "It joins paths.", "```python\nx = 1. \ny = 2\n```", "Done."]
+
+
+def test_list_items_are_sentences_and_spans_are_exact():
+    text = "- First item. Second.\n- Another one\n2. Numbered"
+    assert pieces(text) == ["First item.", "Second.", "Another one", "Numbered"]
+    for a, b in split_sentences(text):
+        assert text[a:b] == text[a:b].strip()
+
+
+# -- lexical signals -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def index():
+    return lexical.SourceIndex([SOURCE])
+
+
+def test_faithful_sentence_is_fully_covered(index):
+    f = lexical.lexical_features("The Rhine flows into the North Sea near Rotterdam.", index)
+    assert f["coverage"] == 1.0 and f["missing_numbers"] == 0 and f["missing_names"] == 0
+
+
+def test_changed_number_is_missing(index):
+    assert lexical.lexical_features("The Rhine is 1,230 kilometres long.", index)["missing_numbers"] == 0
+    assert lexical.lexical_features("The Rhine is 1,450 kilometres long.", index)["missing_numbers"] == 1
+
+
+def test_swapped_name_is_missing(index):
+    assert lexical.lexical_features("Konrad Adenauer was born in Cologne.", index)["missing_names"] == 0
+    assert lexical.lexical_features("Konrad Adenauer was born in Munich.", index)["missing_names"] == 1
+
+
+def test_added_claim_lowers_coverage(index):
+    plain = lexical.lexical_features("The Rhine rises in the Swiss Alps.", index)
+    added = lexical.lexical_features("The Rhine rises in the Swiss Alps and is famous for its wine festivals.", index)
+    assert plain["coverage"] == 1.0 and added["coverage"] < 0.75 and added["missing_terms"] > plain["missing_terms"]
+
+
+def test_identifiers_and_quotes_must_appear_verbatim():
+    src = lexical.SourceIndex(["Call `os.path.join` to join paths. The error reads \"file not found\"."])
+    assert lexical.lexical_features("Use os.path.join here.", src)["missing_identifiers"] == 0
+    assert lexical.lexical_features("Use os.path.joinpath here.", src)["missing_identifiers"] == 1
+    assert lexical.lexical_features("It says \"permission denied\".", src)["missing_identifiers"] == 1
+
+
+def test_asserting_what_the_source_negates_is_a_conflict():
+    src = lexical.SourceIndex(['{"OutdoorSeating": false, "WiFi": "free"}', "The cafe has no parking."])
+    assert lexical.lexical_features("It offers outdoor seating.", src)["conflicts"] == 2
+    assert lexical.lexical_features("There is no outdoor seating.", src)["conflicts"] == 0
+    assert lexical.lexical_features("Parking is easy.", src)["conflicts"] == 1
+    assert lexical.lexical_features("WiFi is free.", src)["conflicts"] == 0
+
+
+def test_chinese_text_is_matched_by_character_bigrams():
+    src = lexical.SourceIndex(["东京是日本的首都，人口约一千四百万。"])
+    assert lexical.lexical_features("东京是日本的首都。", src)["coverage"] == 1.0
+    assert lexical.lexical_features("大阪是日本的首都。", src)["coverage"] < 1.0
+
+
+def test_refusals_greetings_and_code_are_unverifiable():
+    assert not is_verifiable("I don't know based on the documents.")
+    assert not is_verifiable("Thanks!")
+    assert not is_verifiable("```\nls -la\n```")
+    assert is_verifiable("The Rhine is 1,230 kilometres long. [1]")
+
+
+# -- semantic signal -----------------------------------------------------------------------------
+def test_paraphrase_is_closer_than_an_unrelated_claim(embedder):
+    cos, owners = semantic.similarities(
+        embedder, ["The river empties into the North Sea close to Rotterdam.", "Bananas are rich in potassium."],
+        [SOURCE])
+    para, other = semantic.semantic_features(cos[0]), semantic.semantic_features(cos[1])
+    assert para["cosine_best"] > 0.6 > 0.3 > other["cosine_best"]
+    assert semantic.best_sources(cos[0], owners) == [0]
+
+
+# -- model signal ----------------------------------------------------------------------------------
+def test_sources_raise_copied_tokens_more_than_fabricated_ones(smollm2_dir, index):
+    scorer = default_scorer()
+    answer = "Konrad Adenauer was born in Cologne. Konrad Adenauer was born in Leipzig."
+    evidence = scorer.score(answer, [SOURCE], "Where was Konrad Adenauer born?")
+    (a1, b1), (a2, b2) = split_sentences(answer)
+    faithful, made_up = evidence.features(a1, b1, answer, index), evidence.features(a2, b2, answer, index)
+    assert set(faithful) == set(model_evidence.FEATURES)
+    assert faithful["logprob_mean"] > made_up["logprob_mean"]
+    assert faithful["word_gain_min"] > made_up["word_gain_min"]
+    assert faithful["novel_surprise"] == 0.0 < made_up["novel_surprise"]  # only "Leipzig" is not in the source
+    assert evidence.features(len(answer) + 5, len(answer) + 9, answer, index) is None
+
+
+# -- calibration -----------------------------------------------------------------------------------
+def test_logistic_model_learns_the_direction_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, len(SENTENCE_FEATURES)))
+    y = x[:, 0] < 0  # hallucinated when coverage is low
+    answers = [x[i : i + 4] for i in range(0, 400, 4)]
+    calibration = Calibration.fit(x, y, answers, [a[:, 0].mean() < 0 for a in answers], "synthetic")
+    assert calibration.sentence_support(np.array([[2.0] + [0.0] * (x.shape[1] - 1)]))[0] > 0.9
+    assert calibration.sentence_support(np.array([[-2.0] + [0.0] * (x.shape[1] - 1)]))[0] < 0.1
+    path = tmp_path / "weights.json"
+    calibration.save(path)
+    again = Calibration.load(path)
+    assert again.answer_support(answers[0]) == pytest.approx(calibration.answer_support(answers[0]))
+    data = json.loads(path.read_text())
+    data["sentence"]["features"] = data["sentence"]["features"][:-1]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="refit"):
+        Calibration.load(path)
+
+
+def test_shipped_weights_cover_every_signal():
+    shipped = Calibration.load()
+    assert tuple(shipped.sentence.features) == SENTENCE_FEATURES
+    assert tuple(shipped.answer.features) == ANSWER_FEATURES
+    assert 0 < shipped.answer_threshold < 1 and shipped.fitted_on
+    assert isinstance(shipped.sentence, LogisticModel)
+
+
+# -- the whole check -------------------------------------------------------------------------------
+def test_check_flags_the_fabricated_sentence_and_keeps_the_faithful_one(embedder):
+    sources = [(7, SOURCE), (9, "Bananas are a good source of potassium and grow in the tropics.")]
+    answer = ("The Rhine flows into the North Sea near Rotterdam [1]. "
+              "It was first mapped in 1642 by the Dutch explorer Willem Brakel. "
+              "I don't know based on the documents.")
+    result = check(answer, sources, embedder, question="Where does the Rhine end?")
+    faithful, fabricated, refusal = result.sentences
+    assert (faithful.verdict, fabricated.verdict, refusal.verdict) == ("supported", "unsupported", "unverifiable")
+    assert faithful.score > fabricated.score and faithful.evidence[0] == 7
+    assert 0 <= result.score <= 1
+    for s in result.sentences:
+        assert answer[s.start : s.end] == s.text
+
+
+def test_checks_json_shape(embedder):
+    result = check("The Rhine is 1,230 kilometres long.", [(3, SOURCE)], embedder).to_dict()
+    assert set(result) == {"score", "sentences"}
+    (sentence,) = result["sentences"]
+    assert set(sentence) == {"text", "start", "end", "score", "verdict", "evidence"}
+    assert sentence["evidence"] == [3] and sentence["verdict"] in ("supported", "unsupported")
+    json.dumps(result)
+
+
+def test_nothing_to_check_scores_none(embedder):
+    assert check("", [(1, SOURCE)], embedder).score is None
+    only_refusal = check("I don't know based on the documents.", [(1, SOURCE)], embedder)
+    assert only_refusal.score is None and only_refusal.sentences[0].verdict == "unverifiable"
+
+
+def test_self_consistency_rewards_what_the_samples_repeat(embedder):
+    from assistant.grounding.consistency import consistency
+
+    samples = ["Miso was born in 2019. She likes tuna.", "Born in 2019, Miso loves tuna.",
+               "Miso, born 2019, eats tuna every day."]
+    repeated, once = consistency(["Miso was born in 2019.", "Miso won a singing contest in Vienna."], samples, embedder)
+    assert repeated > 0.7 and once < 0.45
+    assert list(consistency(["Anything."], [], embedder)) == [1.0]

@@ -1,0 +1,85 @@
+"""`hearth check` and `hearth eval grounding`, run as a user runs them."""
+
+import json
+
+import pytest
+
+from tests.test_cli import hearth
+
+SOURCE = "The Rhine is 1,230 kilometres long. It flows into the North Sea near Rotterdam.\n"
+
+
+def test_check_json_against_source_files(tmp_path, hearth_home):
+    (tmp_path / "rhine.md").write_text(SOURCE)
+    (tmp_path / "other.txt").write_text("Bananas grow in the tropics.\n")
+    answer = "The Rhine is 1,230 kilometres long. It was dug by Roman engineers in 312 BC."
+    out = hearth("check", "--sources", str(tmp_path / "rhine.md"), str(tmp_path / "other.txt"), "--answer", "-",
+                 "--json", stdin=answer, home=hearth_home).stdout
+    data = json.loads(out)
+    assert set(data) == {"score", "sentences"}
+    first, second = data["sentences"]
+    assert (first["text"], first["start"], first["end"]) == ("The Rhine is 1,230 kilometres long.", 0, 35)
+    assert first["verdict"] == "supported" and first["evidence"][0] == 1
+    assert second["verdict"] == "unsupported" and second["score"] < first["score"]
+
+
+def test_check_plain_output_marks_unsupported(tmp_path, hearth_home):
+    (tmp_path / "rhine.md").write_text(SOURCE)
+    out = hearth("check", "--sources", str(tmp_path / "rhine.md"), "--answer",
+                 "The Rhine flows into the North Sea. Napoleon swam across it in 1805.", home=hearth_home).stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("ok ") and lines[1].startswith("\u26a0")
+    assert "answer support" in out
+
+
+def test_check_reports_a_missing_source(tmp_path, hearth_home):
+    proc = hearth("check", "--sources", str(tmp_path / "nope.md"), "--answer", "Hi there, it is 5.",
+                  home=hearth_home, check=False)
+    assert proc.returncode == 1 and "nope.md" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def ragtruth_fixture(path):
+    """Six sources, each with a faithful and a fabricated response, over the three task types."""
+    facts = [("Lake Baikal holds 23,600 cubic kilometres of water.", "Lake Baikal holds 41,000 cubic kilometres "
+              "of water and was named by Marco Polo."),
+             ("The bakery opens at 7 am and sells rye bread.", "The bakery opens at 5 am, sells croissants and "
+              "has a rooftop terrace."),
+             ("Ada Lovelace wrote the first published algorithm.", "Ada Lovelace built the first electronic "
+              "computer in Geneva in 1901."),
+             ("The bridge is 2.7 km long and opened in 1937.", "The bridge is 4.1 km long and opened in 1962 "
+              "after a Soviet design."),
+             ("Tomatoes need six hours of sun.", "Tomatoes need twelve hours of sun and grow best in Iceland."),
+             ("The museum is closed on Mondays.", "The museum is closed on Fridays and entry costs 40 euros.")]
+    tasks = ["QA", "QA", "Summary", "Summary", "Data2txt", "Data2txt"]
+    rows = []
+    for i, ((good, bad), task) in enumerate(zip(facts, tasks)):
+        source = f"{good} Visitors often ask about it. It is well known in the region."
+        info = {"question": "Tell me about it.", "passages": source} if task == "QA" else \
+            (source if task == "Summary" else {"name": "Place", "description": source})
+        for j, (response, made_up) in enumerate(((good, False), (bad, True))):
+            start = response.index(" ") + 1
+            labels = [{"start": start, "end": len(response), "text": response[start:]}] if made_up else []
+            rows.append({"id": 2 * i + j, "source_id": 100 + i, "task_type": task, "source_info": info,
+                         "response": response, "labels": labels})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.slow
+def test_eval_grounding_ragtruth_json(tmp_path, hearth_home):
+    data = ragtruth_fixture(tmp_path / "rt.jsonl")
+    out = json.loads(hearth("eval", "grounding", "--data", str(data), "--format", "ragtruth", "--json",
+                            home=hearth_home).stdout)
+    assert set(out) == {"format", "n", "auroc", "auroc_by_task", "auroc_task_mean", "precision", "recall", "f1",
+                        "threshold", "span_auroc"}
+    assert out["format"] == "ragtruth" and out["n"] == 12
+    assert set(out["auroc_by_task"]) == {"QA", "Summary", "Data2txt"}
+    assert out["auroc"] > 0.5 and out["span_auroc"] > 0.5  # fabricated numbers and names are easy
+    assert (hearth_home / "cache" / "grounding").is_dir()  # signals cached for the next run
+
+
+def test_eval_grounding_wice_needs_its_dev_file(tmp_path, hearth_home):
+    (tmp_path / "claim_test.jsonl").write_text("")
+    proc = hearth("eval", "grounding", "--data", str(tmp_path / "claim_test.jsonl"), "--format", "wice",
+                  home=hearth_home, check=False)
+    assert proc.returncode == 1 and "claim_dev.jsonl" in proc.stderr
