@@ -172,7 +172,11 @@ def print_grounded(message) -> None:
                 text = text[:a] + "\u26a0 " + text[a:b] + " [unsupported]" + text[b:]
     print(text)
     if message.checks and message.checks.get("score") is not None:
-        print(f"\n(support score {message.checks['score']:.2f})")
+        from assistant.grounding.check import shipped_calibration
+
+        score, threshold = message.checks["score"], shipped_calibration().answer_threshold
+        low = f", below the {threshold:.2f} threshold: the sources may not back this answer" if score < threshold else ""
+        print(f"\n(support score {score:.2f}{low})")
     if message.sources:
         print("\nSources:")
         for s in message.sources:

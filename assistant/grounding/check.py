@@ -171,4 +171,8 @@ def check(answer: str, sources: list[tuple[int, str]], embedder, scorer=None, qu
     score = calibration.answer_support(np.stack(rows)) if rows else None
     if agreement is not None:
         score = (score + float(agreement.mean())) / 2
+    checked = [r for r in results if r.verdict != "unverifiable"]
+    if score is not None and score < calibration.answer_threshold and all(r.verdict == "supported" for r in checked):
+        # the answer as a whole fails: show the user the sentence most likely to blame
+        min(checked, key=lambda r: r.score).verdict = "unsupported"
     return Checks(None if score is None else round(score, 4), results, calibration.answer_threshold)

@@ -186,3 +186,14 @@ def test_self_consistency_rewards_what_the_samples_repeat(embedder):
     repeated, once = consistency(["Miso was born in 2019.", "Miso won a singing contest in Vienna."], samples, embedder)
     assert repeated > 0.7 and once < 0.45
     assert list(consistency(["Anything."], [], embedder)) == [1.0]
+
+
+def test_an_answer_below_the_threshold_always_marks_a_sentence(embedder):
+    from dataclasses import replace
+
+    strict = replace(Calibration.load(), answer_threshold=0.999, sentence_threshold=0.0)  # every sentence passes
+    result = check("The cat is a food for the cat. Cats are animals.", [(1, "Our cat Miso likes tuna.")], embedder,
+                   question="What does Miso like to eat?", calibration=strict)
+    assert result.score < result.threshold and not result.supported
+    flagged = [s for s in result.sentences if s.verdict == "unsupported"]
+    assert flagged and min(s.score for s in result.sentences) == flagged[0].score
