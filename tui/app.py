@@ -215,7 +215,7 @@ class HearthApp(App):
         self.conversation_id = conv.id
         self.system_prompt = conv.system_prompt
         saved = conv.settings or {}
-        for key in ("preset", "sampling", "docs", "max_new_tokens"):
+        for key in ("preset", "sampling", "docs", "max_new_tokens", "on_unsupported", "check"):
             if key in saved:
                 self.settings[key] = saved[key]
         if self.backend is not None:
@@ -456,6 +456,22 @@ class HearthApp(App):
         SamplingParams.from_dict(params)  # validates
         self.settings["sampling"] = params
         self._settings_changed(f"temperature {value}")
+
+    def cmd_check(self, arg: str) -> None:
+        from assistant.conversation import POLICIES
+
+        if arg in POLICIES:
+            self.settings["on_unsupported"] = arg
+        elif arg in ("on", "off"):
+            self.settings["check"] = arg == "on"
+        else:
+            raise HearthError(f"/check takes {'|'.join(POLICIES)} (grounded answers below the threshold) "
+                              "or on|off (check answers without documents)")
+        if self.session is not None:
+            self.session.on_unsupported = self.settings["on_unsupported"]
+            self.session.check_answers = self.settings["check"]
+        self._save_settings()
+        self.update_status(f"check: {arg}")
 
     def _settings_changed(self, note: str) -> None:
         if self.session is not None:

@@ -22,6 +22,8 @@ COMMANDS = [
     Command("/adapter", "PATH|off", "LoRA adapter (hf backend)"),
     Command("/docs", "COLLECTION|off", "answer from a document collection"),
     Command("/sources", "", "show the sources of the last answer"),
+    Command("/check", "annotate|regenerate|abstain|on|off",
+            "what to do with unsupported grounded answers; on/off checks answers without documents"),
     Command("/regen", "", "regenerate the last reply"),
     Command("/edit", "", "edit and resend the last message"),
     Command("/export", "md|json|chatml|chatml-all [FILE]", "export this conversation (or all as ChatML JSONL)"),

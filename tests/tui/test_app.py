@@ -193,6 +193,29 @@ async def test_preset_system_prompt_and_docs_errors(make_app, store):
         assert "no collection named" in status(app) and app.collection is None
 
 
+async def test_check_command_sets_the_policy_and_checks_plain_answers(make_app, store, smollm2_dir, tiny_llama_dir):
+    from backends.tokenizer import ChatTokenizer
+    from tests.helpers import ScriptedBackend
+
+    replies = ["Hello there.", "Miso was born in 2019 in Paris."]
+    app = make_app(loader=lambda b, m, a: ScriptedBackend(ChatTokenizer.from_file(tiny_llama_dir), replies))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await say(pilot, app, "hi")
+        await app.run_slash("/check", "abstain")
+        assert app.session.on_unsupported == "abstain"
+        assert store.get_conversation(app.conversation_id).settings["on_unsupported"] == "abstain"
+        await app.run_slash("/check", "sometimes")
+        assert "/check takes" in status(app)
+        await app.run_slash("/check", "on")
+        assert app.session.check_answers is True
+        await say(pilot, app, "My cat Miso was born in 2019.")
+        reply = store.messages(app.conversation_id)[-1]
+        assert reply.role == "assistant" and reply.checks is not None
+        footer = list(app.query(MessageBox))[-1].footer
+        assert footer.display and "support" in str(footer.render())
+
+
 async def test_switch_backend_mid_chat_records_each_writer(make_app, store, tiny_llama_dir):
     from backends.registry import load_backend
 
