@@ -118,7 +118,7 @@ def compute_signals(examples: list[Example], data: Path, report: Callable[[str],
         _save(cache, cached)
     out = []
     for e in examples:
-        found = signals_from(Measurements.from_dict(cached[e.id]), e.answer, e.sources)
+        found = signals_from(Measurements.from_dict(cached[e.id]), e.answer, e.sources, e.question)
         rows = [(r, any(s < b and t > a for s, t in e.spans)) for (a, b), r in zip(found.spans, found.rows)
                 if r is not None]
         out.append(Scored(e, np.array([r for r, _ in rows], dtype=np.float64).reshape(-1, len(SENTENCE_FEATURES)),

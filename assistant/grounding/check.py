@@ -104,10 +104,13 @@ def measure(answer: str, sources: list[str], embedder, scorer: model_evidence.To
     return Measurements(spans, verifiable, cosines, owners, tokens)
 
 
-def signals_from(measured: Measurements, answer: str, sources: list[str]) -> Signals:
-    """Lexical, semantic and model signals of every sentence of the answer."""
+def signals_from(measured: Measurements, answer: str, sources: list[str], question: str = "") -> Signals:
+    """Lexical, semantic and model signals of every sentence of the answer.
+
+    The question counts as a source for the lexical signals: an answer may repeat its words.
+    """
     spans = measured.spans
-    index = lexical.SourceIndex(sources)
+    index = lexical.SourceIndex(sources + ([question] if question else []))
     rows: list[np.ndarray | None] = [None] * len(spans)
     evidence: list[list[int]] = [[] for _ in spans]
     for k, i in enumerate(measured.verifiable):
@@ -125,7 +128,7 @@ def signals_from(measured: Measurements, answer: str, sources: list[str]) -> Sig
 def signals(answer: str, sources: list[str], embedder, scorer: model_evidence.TokenScorer | None,
             question: str = "") -> Signals:
     """Lexical, semantic and model signals of every sentence of the answer."""
-    return signals_from(measure(answer, sources, embedder, scorer, question), answer, sources)
+    return signals_from(measure(answer, sources, embedder, scorer, question), answer, sources, question)
 
 
 @lru_cache(maxsize=1)
