@@ -243,21 +243,20 @@ class ChatSession:
         yield TokenEvent(ABSTAIN, -1, 0.0)
         yield DoneEvent(reply, "stop", reply.timings)
 
-    def _check(self, answer: str, sources: "list[Source] | None", cancel: threading.Event | None = None):
+    def _check(self, answer: str, sources: "list[Source] | None", samples: list[str]):
         """(answer with citations added, its Checks) against the sources, or against the conversation."""
         from assistant import grounding, rag
 
         question = self._turn[0] if self._turn else ""
         if sources is not None:
             checks = grounding.check(answer, [(s.chunk_id, s.text) for s in sources], self.collection.embedder,
-                                     question=question, samples=self._samples(cancel))
+                                     question=question, samples=samples)
             return rag.add_citations(answer, checks, sources), checks
         from retrieval.embedder import shared_embedder
 
         # without documents, what the user said is all an answer can be grounded in
         said = [(i, m.content) for i, m in enumerate(self.messages) if m.role == "user"]
-        return answer, grounding.check(answer, said, shared_embedder(), question=question,
-                                       samples=self._samples(cancel))
+        return answer, grounding.check(answer, said, shared_embedder(), question=question, samples=samples)
 
     def _complete(self, plan: PromptPlan, params: GenerationParams, cancel: threading.Event | None) -> str:
         """A whole reply to the plan, not streamed (for retries and self-consistency samples)."""
@@ -278,7 +277,7 @@ class ChatSession:
         params = GenerationParams(PRESETS["balanced"], self.last_plan.max_new_tokens)
         return [self._complete(self.last_plan, params, cancel) for _ in range(self.self_check)]
 
-    def _apply_policy(self, content: str, checks, sources: "list[Source] | None",
+    def _apply_policy(self, content: str, checks, sources: "list[Source] | None", samples: list[str],
                       params: GenerationParams, cancel: threading.Event | None):
         """(content, checks) after the on_unsupported policy for an answer below the threshold."""
         from assistant.rag import ABSTAIN
@@ -294,7 +293,7 @@ class ChatSession:
         retry = self._complete(plan, GenerationParams(params.sampling, plan.max_new_tokens), cancel)
         if not retry.strip():
             return content, checks.to_dict()
-        retry, retry_checks = self._check(retry, sources, cancel)
+        retry, retry_checks = self._check(retry, sources, samples)
         keep = (retry, retry_checks) if (retry_checks.score or 0) > (checks.score or 0) else (content, checks)
         return keep[0], keep[1].to_dict() | {"policy": "regenerate", "retried": True}
 
@@ -339,8 +338,9 @@ class ChatSession:
             content, checks = tokenizer.decode(content_ids), None
             if (sources is not None or self.check_answers) and finish in ("stop", "length") and content.strip():
                 try:
-                    content, found = self._check(content, sources, cancel)
-                    content, checks = self._apply_policy(content, found, sources, params, cancel)
+                    samples = self._samples(cancel)  # once per reply: the retry is compared with them too
+                    content, found = self._check(content, sources, samples)
+                    content, checks = self._apply_policy(content, found, sources, samples, params, cancel)
                 except Exception as exc:  # the reply is kept even when its check fails
                     log.exception("grounding check failed")
                     error = error or f"grounding check failed: {type(exc).__name__}: {exc}"

@@ -15,6 +15,7 @@ import torch
 
 from assistant import chatml
 from assistant.errors import HearthError
+from assistant.files import read_records
 
 IGNORE = -100
 
@@ -45,27 +46,6 @@ def to_messages(record: dict, system: str | None = None) -> list[dict]:
     if system and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": system})
     return messages
-
-
-def read_records(path: Path) -> list[dict]:
-    """JSONL (one record a line) or a JSON list."""
-    if not Path(path).is_file():
-        raise HearthError(f"training data {path} does not exist")
-    text = Path(path).read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-        if isinstance(data, list):
-            return data
-    except json.JSONDecodeError:
-        pass
-    records = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise HearthError(f"{path} line {n}: not JSON ({exc.msg})") from None
-    return records
 
 
 def encode_example(messages: list[dict], tokenizer, max_len: int) -> Example:

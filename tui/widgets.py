@@ -5,7 +5,9 @@ from __future__ import annotations
 from textual import events
 from textual.containers import Vertical
 from textual.message import Message as TMessage
+from rich.markdown import Markdown as RichMarkdown
 from textual.widgets import Markdown, Static, TextArea
+from textual.widgets._markdown import MarkdownBlock
 
 from tui.commands import complete
 
@@ -107,9 +109,6 @@ class ReplyStream:
         await self._freeze()
 
     async def _freeze(self) -> None:
-        from rich.markdown import Markdown as RichMarkdown
-        from textual.widgets._markdown import MarkdownBlock
-
         if len(self.body.children) <= self.LIVE_BLOCKS:
             return
         async with self.body.lock:  # the stream appends under the same lock

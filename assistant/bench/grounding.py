@@ -20,7 +20,8 @@ import numpy as np
 
 from assistant.config import ensure_dir, hearth_home
 from assistant.errors import HearthError
-from assistant.grounding.calibration import ANSWER_FEATURES, SENTENCE_FEATURES, Calibration
+from assistant.files import read_records, write_atomic
+from assistant.grounding.calibration import SENTENCE_FEATURES, Calibration
 
 MEASUREMENTS_VERSION = "1"  # bump when the splitting, embedder or model scoring changes
 FOLDS = 5
@@ -49,8 +50,7 @@ class Example:
 def load_ragtruth(path: Path) -> list[Example]:
     """RAGTruth responses; a record repeated under the same response id is read once."""
     out, seen = [], set()
-    for line in _lines(path):
-        r = json.loads(line)
+    for r in read_records(path):
         if str(r["id"]) in seen:
             continue
         seen.add(str(r["id"]))
@@ -67,20 +67,12 @@ def load_ragtruth(path: Path) -> list[Example]:
 
 def load_wice(path: Path) -> list[Example]:
     out = []
-    for n, line in enumerate(_lines(path)):
-        r = json.loads(line)
+    for n, r in enumerate(read_records(path)):
         evidence = r["evidence"] if isinstance(r["evidence"], list) else ast.literal_eval(r["evidence"])
         unsupported = r["label"] != "supported"  # "partially_supported" counts as not supported
         out.append(Example(str(n), str(n), "claim", "", ["\n".join(evidence)], r["claim"], unsupported,
                            [(0, len(r["claim"]))] if unsupported else []))
     return out
-
-
-def _lines(path: Path) -> list[str]:
-    try:
-        return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    except OSError as exc:
-        raise HearthError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 LOADERS = {"ragtruth": load_ragtruth, "wice": load_wice}
@@ -100,7 +92,7 @@ def compute_signals(examples: list[Example], data: Path, report: Callable[[str],
     from tqdm import tqdm
 
     from assistant.grounding.check import Measurements, default_scorer, measure, signals_from
-    from retrieval.embedder import Embedder
+    from retrieval.embedder import shared_embedder
 
     key = hashlib.sha256(Path(data).read_bytes() + MEASUREMENTS_VERSION.encode()).hexdigest()[:16]
     cache = ensure_dir(hearth_home() / "cache" / "grounding") / f"{key}.json"
@@ -108,7 +100,7 @@ def compute_signals(examples: list[Example], data: Path, report: Callable[[str],
     todo = [e for e in examples if e.id not in cached]
     if todo:
         report(f"measuring {len(todo)} answers with the embedder and the default model (cached in {cache})")
-        embedder, scorer = Embedder(), default_scorer()
+        embedder, scorer = shared_embedder(), default_scorer()
         last_save = time.monotonic()
         for e in tqdm(todo, unit="answer", desc="measure", disable=None):
             cached[e.id] = measure(e.answer, e.sources, embedder, scorer, e.question).to_dict()
@@ -127,8 +119,6 @@ def compute_signals(examples: list[Example], data: Path, report: Callable[[str],
 
 
 def _save(path: Path, data: dict) -> None:
-    from assistant.files import write_atomic
-
     write_atomic(path, json.dumps(data))
 
 
@@ -257,7 +247,7 @@ def fit_shipped(ragtruth: Path, wice: Path | None, out: Path, report: Callable[[
 def bench(sentences: int = 5, sources: int = 5, repeats: int = 3) -> dict:
     """Seconds the check adds to a typical grounded answer (models loaded and warm, as in a chat)."""
     from assistant.grounding.check import check, default_scorer
-    from retrieval.embedder import Embedder
+    from retrieval.embedder import shared_embedder
 
     facts = [("The Rhine flows {} kilometres from the Alps to the North Sea.", "1,230"),
              ("Its basin covers parts of {} countries.", "nine"),
@@ -269,7 +259,7 @@ def bench(sentences: int = 5, sources: int = 5, repeats: int = 3) -> dict:
         filler = " ".join(f.format(v) for f, v in facts)
         texts.append((i + 1, f"Section {i + 1}. " + filler * 4))
     answer = " ".join(f.format(v) for f, v in (facts * 2)[:sentences])
-    embedder, scorer = Embedder(), default_scorer()
+    embedder, scorer = shared_embedder(), default_scorer()
     check(answer, texts, embedder, scorer)  # warm-up: loads both models
     times = []
     for _ in range(repeats):
@@ -281,5 +271,3 @@ def bench(sentences: int = 5, sources: int = 5, repeats: int = 3) -> dict:
             "source_tokens": sum(embedder.count_tokens(t) for _, t in texts),
             "check_s": round(float(np.median(times)), 3), "check_s_max": round(max(times), 3)}
 
-
-__all__ = ["ANSWER_FEATURES", "evaluate", "fit_shipped", "bench"]

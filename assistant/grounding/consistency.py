@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from assistant.grounding import lexical
-from retrieval.chunker import sentences as split
+from assistant.grounding.split import split_sentences
 
 
 def consistency(answer_sentences: list[str], samples: list[str], embedder) -> np.ndarray:
@@ -21,7 +21,7 @@ def consistency(answer_sentences: list[str], samples: list[str], embedder) -> np
     per_sample = []
     for sample in samples:
         index = lexical.SourceIndex([sample])
-        pieces = [sample[a:b] for a, b in split(sample)] or [sample]
+        pieces = [sample[a:b] for a, b in split_sentences(sample)] or [sample]
         vectors = embedder.encode(answer_sentences + pieces)
         cosine = (vectors[: len(answer_sentences)] @ vectors[len(answer_sentences):].T).max(axis=1)
         coverage = np.array([(lexical.lexical_features(s, index) or {"coverage": 0.0})["coverage"]
