@@ -55,6 +55,13 @@ def _engine_decode_tok_s(engine, prompt_ids: list[int], new_tokens: int) -> tupl
     return (len(times) - 1) / (times[-1] - times[0]), ids
 
 
+def _top1_agreement(model, reference_logits: torch.Tensor, ids: list[int]) -> float:
+    """Share of positions of `ids` where `model` predicts the same next token as the fp32 reference."""
+    with torch.inference_mode():
+        logits = model(torch.tensor([ids]))[0]
+    return float((logits.argmax(-1) == reference_logits.argmax(-1)).float().mean())
+
+
 def _followup_ttft(engine, history_ids: list[int], followup_ids: list[int], reuse: bool) -> float:
     """Seconds from a follow-up prompt to its first sampled token, with or without the cached history."""
     engine.reset()
@@ -113,8 +120,10 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print) -> dict:
     del hf
 
     results: dict[str, float] = {}
+    agreement: dict[str, float] = {}
     engines = {}
     fp32_ids: list[int] = []
+    reference_logits = None
     for precision in PRECISIONS:
         model = apply_precision(copy.deepcopy(base).fuse_for_inference(), precision)
         engine = Engine(model, max_len=4096)
@@ -124,7 +133,12 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print) -> dict:
         engines[precision] = engine
         if precision == "fp32":
             fp32_ids = ids
-        report(f"scratch engine {precision}: {tok_s:.1f} tok/s ({tok_s / hf_tok_s:.2f}x transformers)")
+            with torch.inference_mode():
+                reference_logits = model(torch.tensor([prompt_ids + fp32_ids]))[0]
+        # a fast precision only counts if it still predicts what fp32 predicts (teacher-forced on fp32's text)
+        agreement[precision] = _top1_agreement(model, reference_logits, prompt_ids + fp32_ids)
+        report(f"scratch engine {precision}: {tok_s:.1f} tok/s ({tok_s / hf_tok_s:.2f}x transformers), "
+               f"next-token agreement with fp32 {agreement[precision]:.3f}")
     best = max(results, key=results.get)
 
     n_match = 0
@@ -146,6 +160,7 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print) -> dict:
         "scratch_fp32_tok_s": round(results["fp32"], 2),
         "scratch_best_tok_s": round(results[best], 2),
         "best_precision": best,
+        "best_top1_agreement": round(agreement[best], 4),
         "speedup_fp32": round(results["fp32"] / hf_tok_s, 3),
         "speedup_best": round(results[best] / hf_tok_s, 3),
         "followup_ttft_reuse_s": round(reuse, 4),

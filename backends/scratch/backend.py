@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import warnings
 from pathlib import Path
 from typing import Iterator
 
 import torch
-from torch import nn
 
 from backends.base import GenerationParams, TokenStep
 from backends.scratch.engine import Engine
 from backends.scratch.model import DecoderLanguageModel
+from backends.scratch.quantize import quantize_int8
 from backends.scratch.weights import load_model
 from backends.tokenizer import ChatTokenizer
 
@@ -24,21 +23,13 @@ DEFAULT_CACHE_TOKENS = 8192
 
 
 def apply_precision(model: DecoderLanguageModel, precision: str) -> DecoderLanguageModel:
-    """fp32 (reference), bf16 (weights and activations), or int8 (dynamic int8 linear layers)."""
+    """fp32 (reference), bf16 (weights and activations), or int8 (int8 weights, bf16 activations)."""
     if precision == "fp32":
         return model
     if precision == "bf16":
         return model.to(torch.bfloat16)
     if precision == "int8":
-        if next(model.parameters()).device.type != "cpu":
-            raise ValueError("int8 precision runs on the CPU; use bf16 on a GPU")
-        with warnings.catch_warnings():  # torch.ao's dynamic quantization warns it is deprecated
-            warnings.simplefilter("ignore")
-            from torch.ao.quantization import quantize_dynamic
-
-            if model.config.tie_embeddings:  # quantize a private copy of the shared output weight
-                model.output.weight = nn.Parameter(model.output.weight.detach().clone())
-            return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+        return quantize_int8(model)
     raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
 
 

@@ -1,0 +1,67 @@
+import pytest
+import torch
+from torch import nn
+
+from assistant import chatml
+from backends.scratch import quantize
+from backends.scratch.backend import apply_precision
+from backends.scratch.quantize import Int8Linear
+from backends.scratch.weights import load_model
+from backends.tokenizer import ChatTokenizer
+
+
+def test_int8_weights_round_to_the_nearest_step_of_their_row():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 32, bias=True)
+    with torch.no_grad():
+        linear.weight[3] *= 50  # one row with a much larger range keeps its own scale
+    q = Int8Linear(linear)
+    assert q.weight.dtype == torch.int8 and q.weight.abs().max() == 127
+    step = linear.weight.abs().amax(dim=1, keepdim=True) / 127
+    error = (q.dequantized() - linear.weight).abs()
+    # half a step of rounding, plus the scale's own rounding to bf16 (8 significant bits)
+    assert bool((error <= step / 2 + linear.weight.abs() * 2**-8).all())
+
+
+@pytest.mark.parametrize("rows", [1, quantize.FUSED_MAX_ROWS + 1])
+def test_int8_linear_multiplies_by_the_dequantized_weight(rows):
+    # both paths: the fused kernel (decode steps) and the dequantized matmul (prefills)
+    torch.manual_seed(0)
+    linear = nn.Linear(96, 40, bias=True)
+    q = Int8Linear(linear)
+    x = torch.randn(1, rows, 96)
+    expected = x.bfloat16().float() @ q.dequantized().T + linear.bias.detach()
+    got = q(x)
+    assert got.shape == (1, rows, 40) and got.dtype == torch.bfloat16
+    assert torch.allclose(got.float(), expected, atol=0.05, rtol=0.02)
+
+
+def test_int8_model_keeps_the_tied_embedding_and_predicts_like_fp32(tiny_llama_dir):
+    model = load_model(tiny_llama_dir).fuse_for_inference()
+    ids = torch.randint(0, model.config.vocab_size, (1, 40), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        reference = model(ids)[0]
+    embedding = model.embedding.weight.detach().clone()
+    quantized = apply_precision(model, "int8")
+    assert isinstance(quantized.output, Int8Linear)
+    assert torch.equal(quantized.embedding.weight.float(), embedding.bfloat16().float())
+    with torch.inference_mode():
+        logits = quantized(ids)[0].float()
+    assert (logits.argmax(-1) == reference.argmax(-1)).float().mean() >= 0.9
+
+
+@pytest.mark.slow
+def test_int8_smollm2_predicts_the_same_next_token_as_fp32(smollm2_dir):
+    # Activation quantization (torch.ao dynamic int8) agreed on 33% of these positions and decoded
+    # garbage; weight-only int8 must stay close to the fp32 reference.
+    tokenizer = ChatTokenizer.from_file(smollm2_dir)
+    text = ("The lighthouse keeper climbed the spiral stairs every evening at dusk. He trimmed the wick, "
+            "polished the great lens and wrote the weather in his logbook before the ships came in.")
+    messages = [{"role": "user", "content": "Tell me about lighthouse keepers."},
+                {"role": "assistant", "content": text}]
+    ids = torch.tensor([chatml.encode(messages, tokenizer).ids])
+    model = load_model(smollm2_dir).fuse_for_inference()
+    with torch.inference_mode():
+        reference = model(ids)[0].argmax(-1)
+        predicted = apply_precision(model, "int8")(ids)[0].argmax(-1)
+    assert (predicted == reference).float().mean() >= 0.9
