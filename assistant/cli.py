@@ -10,7 +10,8 @@ import threading
 from pathlib import Path
 
 from assistant import offline as _offline  # noqa: F401
-from assistant.config import DEFAULT_BACKEND, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SYSTEM_PROMPT
+from assistant.config import (DEFAULT_BACKEND, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SYSTEM_PROMPT, GROUNDING_GENERAL,
+                              GROUNDING_KINDS)
 from assistant.errors import HearthError
 
 log = logging.getLogger("hearth")
@@ -174,7 +175,8 @@ def print_grounded(message) -> None:
     if message.checks and message.checks.get("score") is not None:
         from assistant.grounding.check import shipped_calibration
 
-        score, threshold = message.checks["score"], shipped_calibration().answer_threshold
+        kind = "question" if message.sources else GROUNDING_GENERAL  # as Conversation checked it
+        score, threshold = message.checks["score"], shipped_calibration(kind).answer_threshold
         low = f", below the {threshold:.2f} threshold: the sources may not back this answer" if score < threshold else ""
         print(f"\n(support score {score:.2f}{low})")
     if message.sources:
@@ -330,7 +332,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise HearthError(f"{name}: {exc}") from exc
         except FileNotFoundError as exc:
             raise HearthError(f"{name}: no such file") from exc
-    checks = check(answer, sources, shared_embedder(), question=args.question or "")
+    kind = args.kind or ("question" if args.question else GROUNDING_GENERAL)
+    checks = check(answer, sources, shared_embedder(), question=args.question or "", kind=kind)
     if args.json:
         print(json.dumps(checks.to_dict(), ensure_ascii=False))
         return 0
@@ -378,10 +381,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif args.what == "grounding":
         from assistant.bench.grounding import fit_shipped
 
-        calibration = fit_shipped(Path(args.ragtruth), Path(args.wice) if args.wice else None, Path(args.out),
-                                  report=_stderr)
-        result = {"out": args.out, "answer_threshold": calibration.answer_threshold,
-                  "sentence_threshold": calibration.sentence_threshold, "fitted_on": calibration.fitted_on}
+        calibrations = fit_shipped(Path(args.ragtruth), Path(args.wice) if args.wice else None, Path(args.out),
+                                   report=_stderr)
+        result = {"out": args.out, "fitted_on": calibrations["general"].fitted_on,
+                  "answer_threshold": {k: c.answer_threshold for k, c in calibrations.items()},
+                  "sentence_threshold": {k: c.sentence_threshold for k, c in calibrations.items()}}
     elif args.what == "merge":
         from finetune.sft import merge
 
@@ -606,6 +610,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", nargs="+", required=True, metavar="FILE", help="the source files (any type ingest reads)")
     p.add_argument("--answer", required=True, metavar="TEXT", help="the answer text, or - to read it from stdin")
     p.add_argument("--question", help="the question the answer replies to (sharpens the model signal)")
+    p.add_argument("--kind", choices=GROUNDING_KINDS, default=None,
+                   help="what the answer was asked to do, which picks the calibration: question (answer a question "
+                        "from the sources; the default with --question), summary, data (describe JSON records), "
+                        "general (anything else; the default without --question)")
     p.add_argument("--json", action="store_true",
                    help='print {"score", "sentences": [{"text", "start", "end", "score", "verdict", "evidence"}]}; '
                         "evidence holds 1-based positions in --sources")

@@ -13,6 +13,11 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 DEFAULT_BACKEND = "hf"
 DEFAULT_MAX_NEW_TOKENS = 512
+# What a checked answer was asked to do; the hallucination check has a calibration per kind.
+# question: answer a question from retrieved passages (every grounded chat answer); summary:
+# summarise a document; data: describe structured (JSON) records; general: anything else.
+GROUNDING_GENERAL = "general"
+GROUNDING_KINDS = (GROUNDING_GENERAL, "question", "summary", "data")
 
 
 def hearth_home() -> Path:

@@ -250,7 +250,7 @@ class ChatSession:
         question = self._turn[0] if self._turn else ""
         if sources is not None:
             checks = grounding.check(answer, [(s.chunk_id, s.text) for s in sources], self.collection.embedder,
-                                     question=question, samples=samples)
+                                     question=question, samples=samples, kind="question")
             return rag.add_citations(answer, checks, sources), checks
         from retrieval.embedder import shared_embedder
 

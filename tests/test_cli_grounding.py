@@ -32,6 +32,23 @@ def test_check_plain_output_marks_unsupported(tmp_path, hearth_home):
     assert "answer support" in out
 
 
+def test_check_kind_picks_the_calibration(tmp_path, hearth_home):
+    from assistant.grounding.check import shipped_calibration
+
+    (tmp_path / "rhine.md").write_text(SOURCE)
+    answer = "The Rhine flows into the North Sea."
+    thresholds = {}
+    for kind in ("data", "summary"):
+        out = hearth("check", "--sources", str(tmp_path / "rhine.md"), "--answer", answer, "--kind", kind,
+                     home=hearth_home).stdout
+        thresholds[kind] = out.rsplit("threshold ", 1)[1].split(")")[0]
+        assert thresholds[kind] == f"{shipped_calibration(kind).answer_threshold:.2f}"
+    assert thresholds["data"] != thresholds["summary"]
+    proc = hearth("check", "--sources", str(tmp_path / "rhine.md"), "--answer", answer, "--kind", "poem",
+                  home=hearth_home, check=False)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
 def test_check_reports_a_missing_source(tmp_path, hearth_home):
     proc = hearth("check", "--sources", str(tmp_path / "nope.md"), "--answer", "Hi there, it is 5.",
                   home=hearth_home, check=False)

@@ -21,7 +21,8 @@ import numpy as np
 from assistant.config import ensure_dir, hearth_home
 from assistant.errors import HearthError
 from assistant.files import read_records, write_atomic
-from assistant.grounding.calibration import SENTENCE_FEATURES, Calibration
+from assistant.grounding.calibration import (GENERAL, KIND_REGULARISATION, KINDS, REGULARISATION, SENTENCE_FEATURES,
+                                             Calibration, for_kind, save_calibrations)
 
 MEASUREMENTS_VERSION = "1"  # bump when the splitting, embedder or model scoring changes
 FOLDS = 5
@@ -31,6 +32,9 @@ TASK_QUESTIONS = {
     "Summary": "Summarize the news article.",
     "Data2txt": "Write an objective overview of the local business from its structured data.",
 }
+# The kind of grounded request (calibration.KINDS) each labelled task is; WiCE's claims are "general".
+TASK_KINDS = {"QA": "question", "Summary": "summary", "Data2txt": "data"}
+MIN_KIND_LABELS = 20  # a kind gets its own calibration only with this many answers of each label
 
 
 @dataclass
@@ -45,6 +49,10 @@ class Example:
     answer: str
     hallucinated: bool
     spans: list[tuple[int, int]]
+
+    @property
+    def kind(self) -> str:
+        return TASK_KINDS.get(self.task, GENERAL)
 
 
 def load_ragtruth(path: Path) -> list[Example]:
@@ -122,20 +130,37 @@ def _save(path: Path, data: dict) -> None:
     write_atomic(path, json.dumps(data))
 
 
-def fit(scored: list[Scored], fitted_on: str = "") -> Calibration:
-    """Calibration from labelled answers (those with no verifiable sentence are left out)."""
+def fit(scored: list[Scored], fitted_on: str = "") -> dict[str, Calibration]:
+    """Calibrations from labelled answers: general on all, and one per kind with enough of its own.
+
+    Answers with no verifiable sentence are left out.
+    """
     usable = [s for s in scored if len(s.rows)]
+    calibrations = {GENERAL: _fit_one(usable, fitted_on)}
+    for kind in KINDS:
+        own = [s for s in usable if s.example.kind == kind]
+        positives = sum(s.example.hallucinated for s in own)
+        if kind != GENERAL and min(positives, len(own) - positives) >= MIN_KIND_LABELS:
+            calibrations[kind] = _fit_one(own, f"{fitted_on} ({len(own)} {kind} answers)", KIND_REGULARISATION)
+    return calibrations
+
+
+def _fit_one(usable: list[Scored], fitted_on: str, c: float = REGULARISATION) -> Calibration:
     return Calibration.fit(np.concatenate([s.rows for s in usable]), np.concatenate([s.labels for s in usable]),
-                           [s.rows for s in usable], [s.example.hallucinated for s in usable], fitted_on)
+                           [s.rows for s in usable], [s.example.hallucinated for s in usable], fitted_on, c)
 
 
-def predict(calibration: Calibration, scored: list[Scored]) -> tuple[np.ndarray, list[np.ndarray]]:
+def predict(calibrations: dict[str, Calibration], scored: list[Scored]) -> tuple[np.ndarray, list[np.ndarray]]:
     """(P(answer hallucinated) per answer, P(sentence hallucinated) per sentence row of each answer).
 
-    An answer with nothing verifiable in it gets 0: there is nothing it could have made up.
+    Each answer is scored by its kind's calibration. An answer with nothing verifiable in it gets 0:
+    there is nothing it could have made up.
     """
-    answers = np.array([1 - calibration.answer_support(s.rows) if len(s.rows) else 0.0 for s in scored])
-    sentences = [1 - calibration.sentence_support(s.rows) if len(s.rows) else np.zeros(0) for s in scored]
+    answers, sentences = np.zeros(len(scored)), []
+    for i, s in enumerate(scored):
+        calibration = for_kind(calibrations, s.example.kind)
+        answers[i] = 1 - calibration.answer_support(s.rows) if len(s.rows) else 0.0
+        sentences.append(1 - calibration.sentence_support(s.rows) if len(s.rows) else np.zeros(0))
     return answers, sentences
 
 
@@ -146,12 +171,15 @@ def grouped_folds(scored: list[Scored], folds: int = FOLDS):
     return GroupKFold(folds).split(np.zeros(len(scored)), groups=groups)
 
 
-def metrics(fmt: str, scored: list[Scored], answer_p: np.ndarray, sentence_p: list[np.ndarray],
-            threshold: float) -> dict:
+def metrics(fmt: str, scored: list[Scored], answer_p: np.ndarray, sentence_p: list[np.ndarray]) -> dict:
+    """AUROCs, and precision/recall/F1 with each answer judged at its kind's shipped threshold."""
     from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
+    from assistant.grounding.check import shipped_calibration
+
     y = np.array([s.example.hallucinated for s in scored])
-    flagged = answer_p > 1 - threshold  # support below the threshold
+    thresholds = {kind: shipped_calibration(kind).answer_threshold for kind in sorted({s.example.kind for s in scored})}
+    flagged = answer_p > 1 - np.array([thresholds[s.example.kind] for s in scored])  # support below the threshold
     precision, recall, f1, _ = precision_recall_fscore_support(y, flagged, average="binary", zero_division=0)
     by_task = None
     if fmt == "ragtruth":
@@ -171,7 +199,7 @@ def metrics(fmt: str, scored: list[Scored], answer_p: np.ndarray, sentence_p: li
         "precision": round(float(precision), 4),
         "recall": round(float(recall), 4),
         "f1": round(float(f1), 4),
-        "threshold": threshold,
+        "threshold": thresholds.popitem()[1] if len(thresholds) == 1 else thresholds,
         "span_auroc": span_auroc,
     }
 
@@ -182,9 +210,8 @@ def evaluate(data: Path, fmt: str, report: Callable[[str], None] = print, shippe
     shipped scores with the shipped calibration instead of refitting; it is refused for a file the
     shipped weights were fitted on.
     """
-    from assistant.grounding.check import shipped_calibration
+    from assistant.grounding.check import shipped_calibration, shipped_calibrations
 
-    threshold = shipped_calibration().answer_threshold
     if shipped:
         test_file = wice_pair(data)[0] if fmt == "wice" else Path(data)
         if test_file.name in shipped_calibration().fitted_on:
@@ -193,25 +220,22 @@ def evaluate(data: Path, fmt: str, report: Callable[[str], None] = print, shippe
         if loader is None:
             raise HearthError(f"unknown format {fmt!r}: use ragtruth or wice.")
         scored = compute_signals(loader(test_file), test_file, report)
-        answer_p, sentence_p = predict(shipped_calibration(), scored)
-        return metrics(fmt, scored, answer_p, sentence_p, threshold)
+        return metrics(fmt, scored, *predict(shipped_calibrations(), scored))
     if fmt == "ragtruth":
         scored = compute_signals(load_ragtruth(data), data, report)
         answer_p = np.zeros(len(scored))
         sentence_p: list[np.ndarray] = [np.zeros(0)] * len(scored)
         for train, test in grouped_folds(scored):
-            calibration = fit([scored[i] for i in train])
-            a, s = predict(calibration, [scored[i] for i in test])
+            a, s = predict(fit([scored[i] for i in train]), [scored[i] for i in test])
             answer_p[test] = a
             for i, rows in zip(test, s):
                 sentence_p[i] = rows
-        return metrics(fmt, scored, answer_p, sentence_p, threshold)
+        return metrics(fmt, scored, answer_p, sentence_p)
     if fmt == "wice":
         test_file, dev_file = wice_pair(data)
-        calibration = fit(compute_signals(load_wice(dev_file), dev_file, report))
+        calibrations = fit(compute_signals(load_wice(dev_file), dev_file, report))
         scored = compute_signals(load_wice(test_file), test_file, report)
-        answer_p, sentence_p = predict(calibration, scored)
-        return metrics(fmt, scored, answer_p, sentence_p, threshold)
+        return metrics(fmt, scored, *predict(calibrations, scored))
     raise HearthError(f"unknown format {fmt!r}: use ragtruth or wice.")
 
 
@@ -228,8 +252,9 @@ def wice_pair(data: Path) -> tuple[Path, Path]:
     return test, dev
 
 
-def fit_shipped(ragtruth: Path, wice: Path | None, out: Path, report: Callable[[str], None] = print) -> Calibration:
-    """Fit the shipped calibration on all of RAGTruth (and WiCE's dev claims) and write it."""
+def fit_shipped(ragtruth: Path, wice: Path | None, out: Path,
+                report: Callable[[str], None] = print) -> dict[str, Calibration]:
+    """Fit the shipped calibrations on all of RAGTruth (and WiCE's dev claims) and write them."""
     scored = compute_signals(load_ragtruth(ragtruth), ragtruth, report)
     names = [f"RAGTruth {Path(ragtruth).name} ({len(scored)})"]
     if wice is not None:
@@ -237,11 +262,11 @@ def fit_shipped(ragtruth: Path, wice: Path | None, out: Path, report: Callable[[
         more = compute_signals(load_wice(dev), dev, report)
         scored += more
         names.append(f"WiCE {dev.name} ({len(more)})")
-    calibration = fit(scored, " + ".join(names))
-    calibration.save(out)
-    report(f"wrote {out}: answer threshold {calibration.answer_threshold}, "
-           f"sentence threshold {calibration.sentence_threshold}")
-    return calibration
+    calibrations = fit(scored, " + ".join(names))
+    save_calibrations(calibrations, out)
+    for kind, c in calibrations.items():
+        report(f"wrote {out} [{kind}]: answer threshold {c.answer_threshold}, sentence threshold {c.sentence_threshold}")
+    return calibrations
 
 
 def bench(sentences: int = 5, sources: int = 5, repeats: int = 3) -> dict:

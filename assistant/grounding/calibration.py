@@ -1,9 +1,12 @@
 """Calibration: logistic regressions that turn the signals into probabilities of hallucination.
 
-Two small models ship in `weights.json`, fitted by `hearth train grounding` on human labels: one
+Each calibration is two small models fitted by `hearth train grounding` on human labels: one
 scores a sentence from its own signals, one scores a whole answer from its sentences' signals
-(mean, max and min of each, and the number of sentences). Applying them needs only numpy;
-fitting uses scikit-learn.
+(mean, max, min and sum of each, and the number of sentences). `weights.json` holds one
+calibration per kind of grounded request: the signals mean different things when a model answers
+a question from passages, summarises an article or describes structured data, so each kind with
+labelled data gets its own, and `general` (fitted on all of them) serves any other text. Applying
+them needs only numpy; fitting uses scikit-learn.
 """
 
 from __future__ import annotations
@@ -14,12 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
+from assistant.config import GROUNDING_GENERAL as GENERAL
+from assistant.config import GROUNDING_KINDS as KINDS
 from assistant.grounding import lexical, model_evidence, semantic
 
 SENTENCE_FEATURES = lexical.FEATURES + semantic.FEATURES + model_evidence.FEATURES
 ANSWER_FEATURES = tuple(f"{agg}_{name}" for agg in ("mean", "max", "min", "sum") for name in SENTENCE_FEATURES) + ("sentences",)
 WEIGHTS = Path(__file__).with_name("weights.json")
 REGULARISATION = 0.1  # inverse L2 strength; chosen by grouped cross-validation on RAGTruth (0.03-1 tried)
+# A kind's own models see a few hundred answers, so they are held closer to zero.
+KIND_REGULARISATION = 0.03  # 0.003-0.3 tried: task means 0.754 to 0.764
 
 
 def answer_features(sentence_rows: np.ndarray) -> np.ndarray:
@@ -93,14 +100,37 @@ class Calibration:
         made.answer_threshold = best_f1_threshold(np.array([made.answer_support(a) for a in answers]), answer_y)
         return made
 
-    def save(self, path: Path = WEIGHTS) -> None:
-        path.write_text(json.dumps(asdict(self), indent=1) + "\n", encoding="utf-8")
+    def to_dict(self) -> dict:
+        return asdict(self)
 
     @classmethod
-    def load(cls, path: Path = WEIGHTS) -> "Calibration":
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    def from_dict(cls, data: dict) -> "Calibration":
         made = cls(LogisticModel(**data["sentence"]), LogisticModel(**data["answer"]), data["sentence_threshold"],
                    data["answer_threshold"], data.get("fitted_on", ""))
         if tuple(made.sentence.features) != SENTENCE_FEATURES or tuple(made.answer.features) != ANSWER_FEATURES:
-            raise ValueError(f"{path} was fitted on other signals; refit with `hearth train grounding`.")
+            raise ValueError("the calibration was fitted on other signals; refit with `hearth train grounding`.")
         return made
+
+
+def save_calibrations(calibrations: dict[str, Calibration], path: Path = WEIGHTS) -> None:
+    """Write one calibration per kind; `general` is required, it answers for kinds left out."""
+    if GENERAL not in calibrations or not set(calibrations) <= set(KINDS):
+        raise ValueError(f"calibrations must include {GENERAL!r} and use only the kinds {', '.join(KINDS)}")
+    path.write_text(json.dumps({k: c.to_dict() for k, c in calibrations.items()}, indent=1) + "\n", encoding="utf-8")
+
+
+def load_calibrations(path: Path = WEIGHTS) -> dict[str, Calibration]:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if GENERAL not in data:
+        raise ValueError(f"{path} has no {GENERAL!r} calibration; refit with `hearth train grounding`.")
+    try:
+        return {kind: Calibration.from_dict(d) for kind, d in data.items()}
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def for_kind(calibrations: dict[str, Calibration], kind: str) -> Calibration:
+    """The kind's own calibration, or the general one when the kind has none."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
+    return calibrations.get(kind, calibrations[GENERAL])

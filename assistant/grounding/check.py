@@ -9,7 +9,7 @@ from functools import lru_cache
 import numpy as np
 
 from assistant.grounding import lexical, model_evidence, semantic
-from assistant.grounding.calibration import SENTENCE_FEATURES, Calibration
+from assistant.grounding.calibration import GENERAL, SENTENCE_FEATURES, Calibration, for_kind, load_calibrations
 from assistant.grounding.consistency import consistency
 from assistant.grounding.split import is_code, split_sentences
 
@@ -132,8 +132,13 @@ def signals(answer: str, sources: list[str], embedder, scorer: model_evidence.To
 
 
 @lru_cache(maxsize=1)
-def shipped_calibration() -> Calibration:
-    return Calibration.load()
+def shipped_calibrations() -> dict[str, Calibration]:
+    return load_calibrations()
+
+
+def shipped_calibration(kind: str = GENERAL) -> Calibration:
+    """The shipped calibration for a kind of grounded request (see calibration.KINDS)."""
+    return for_kind(shipped_calibrations(), kind)
 
 
 @lru_cache(maxsize=1)
@@ -142,14 +147,15 @@ def default_scorer() -> model_evidence.TokenScorer:
 
 
 def check(answer: str, sources: list[tuple[int, str]], embedder, scorer=None, question: str = "",
-          calibration: Calibration | None = None, samples: list[str] | None = None) -> Checks:
+          calibration: Calibration | None = None, samples: list[str] | None = None, kind: str = GENERAL) -> Checks:
     """Score every sentence of the answer against (chunk id, text) sources.
 
-    scorer defaults to the default model; pass False to leave the model signals out (their
+    kind names what the answer was asked to do (calibration.KINDS) and picks the shipped
+    calibration when none is given. scorer defaults to the default model; pass False to leave the model signals out (their
     features are then zero, which the calibration reads as weak evidence). samples, re-sampled
     answers to the same prompt, turn on self-consistency.
     """
-    calibration = calibration or shipped_calibration()
+    calibration = calibration or shipped_calibration(kind)
     if scorer is None:
         scorer = default_scorer()
     found = signals(answer, [text for _, text in sources], embedder, scorer or None, question)

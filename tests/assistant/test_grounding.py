@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from assistant.grounding import check, lexical, model_evidence, semantic
-from assistant.grounding.calibration import ANSWER_FEATURES, SENTENCE_FEATURES, Calibration, LogisticModel
+from assistant.grounding.calibration import (ANSWER_FEATURES, SENTENCE_FEATURES, Calibration, LogisticModel, for_kind,
+                                             load_calibrations, save_calibrations)
 from assistant.grounding.check import default_scorer, is_verifiable
 from assistant.grounding.split import split_sentences
 
@@ -130,22 +131,58 @@ def test_logistic_model_learns_the_direction_and_round_trips(tmp_path):
     assert calibration.sentence_support(np.array([[2.0] + [0.0] * (x.shape[1] - 1)]))[0] > 0.9
     assert calibration.sentence_support(np.array([[-2.0] + [0.0] * (x.shape[1] - 1)]))[0] < 0.1
     path = tmp_path / "weights.json"
-    calibration.save(path)
-    again = Calibration.load(path)
+    save_calibrations({"general": calibration}, path)
+    again = load_calibrations(path)["general"]
     assert again.answer_support(answers[0]) == pytest.approx(calibration.answer_support(answers[0]))
     data = json.loads(path.read_text())
-    data["sentence"]["features"] = data["sentence"]["features"][:-1]
+    data["general"]["sentence"]["features"] = data["general"]["sentence"]["features"][:-1]
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="refit"):
-        Calibration.load(path)
+        load_calibrations(path)
+    with pytest.raises(ValueError, match="general"):
+        save_calibrations({"question": calibration}, path)
 
 
-def test_shipped_weights_cover_every_signal():
-    shipped = Calibration.load()
-    assert tuple(shipped.sentence.features) == SENTENCE_FEATURES
-    assert tuple(shipped.answer.features) == ANSWER_FEATURES
-    assert 0 < shipped.answer_threshold < 1 and shipped.fitted_on
-    assert isinstance(shipped.sentence, LogisticModel)
+def test_a_kind_without_its_own_calibration_gets_the_general_one():
+    shipped = load_calibrations()
+    general_only = {"general": shipped["general"]}
+    assert for_kind(general_only, "summary") is shipped["general"]
+    assert for_kind(shipped, "question") is shipped["question"]
+    with pytest.raises(ValueError, match="unknown kind"):
+        for_kind(shipped, "poem")
+
+
+def test_shipped_weights_cover_every_signal_and_kind():
+    shipped = load_calibrations()
+    assert set(shipped) == {"general", "question", "summary", "data"}
+    for calibration in shipped.values():
+        assert tuple(calibration.sentence.features) == SENTENCE_FEATURES
+        assert tuple(calibration.answer.features) == ANSWER_FEATURES
+        assert 0 < calibration.answer_threshold < 1 and calibration.fitted_on
+        assert isinstance(calibration.sentence, LogisticModel)
+
+
+def test_fitting_gives_a_kind_its_own_calibration_only_with_enough_labels():
+    from assistant.bench.grounding import Example, Scored, fit, predict
+
+    rng = np.random.default_rng(1)
+
+    def scored(task, n, positives):
+        out = []
+        for i in range(n):
+            bad = i < positives
+            rows = rng.normal(size=(2, len(SENTENCE_FEATURES))) + (-1.0 if bad else 1.0)
+            out.append(Scored(Example(f"{task}{i}", f"{task}{i}", task, "", ["src"], "answer", bad, []),
+                              rows, np.array([bad, bad])))
+        return out
+
+    labelled = scored("QA", 60, 25) + scored("Summary", 60, 5)
+    calibrations = fit(labelled, "synthetic")
+    assert set(calibrations) == {"general", "question"}  # Summary has 5 hallucinated answers: too few
+    answer_p, _ = predict(calibrations, labelled)
+    summary = labelled[60]
+    assert answer_p[60] == pytest.approx(1 - calibrations["general"].answer_support(summary.rows))
+    assert answer_p[0] == pytest.approx(1 - calibrations["question"].answer_support(labelled[0].rows))
 
 
 # -- the whole check -------------------------------------------------------------------------------
@@ -191,7 +228,7 @@ def test_self_consistency_rewards_what_the_samples_repeat(embedder):
 def test_an_answer_below_the_threshold_always_marks_a_sentence(embedder):
     from dataclasses import replace
 
-    strict = replace(Calibration.load(), answer_threshold=0.999, sentence_threshold=0.0)  # every sentence passes
+    strict = replace(load_calibrations()["general"], answer_threshold=0.999, sentence_threshold=0.0)  # every sentence passes
     result = check("The cat is a food for the cat. Cats are animals.", [(1, "Our cat Miso likes tuna.")], embedder,
                    question="What does Miso like to eat?", calibration=strict)
     assert result.score < result.threshold and not result.supported

@@ -35,6 +35,17 @@ def test_annotate_keeps_the_answer_and_marks_it(cats, smollm2_backend):
     assert [s["verdict"] for s in message.checks["sentences"]] == ["unsupported"]
 
 
+def test_a_grounded_answer_is_checked_as_a_question_answer(cats, smollm2_backend, embedder):
+    from assistant.grounding import check
+
+    backend = ScriptedBackend(smollm2_backend.tokenizer, [FAITHFUL])
+    message = reply(ChatSession(backend, collection=cats))
+    sources = [(s["chunk_id"], s["text"]) for s in message.sources]
+    as_question = check(FAITHFUL, sources, embedder, question="When was Miso born?", kind="question").score
+    as_general = check(FAITHFUL, sources, embedder, question="When was Miso born?").score
+    assert message.checks["score"] == as_question != as_general
+
+
 def test_abstain_replaces_an_unsupported_answer_and_keeps_the_sources(cats, smollm2_backend):
     backend = ScriptedBackend(smollm2_backend.tokenizer, [MADE_UP])
     message = reply(ChatSession(backend, collection=cats, on_unsupported="abstain"))
