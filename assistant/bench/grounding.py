@@ -136,18 +136,21 @@ def fit(scored: list[Scored], fitted_on: str = "") -> dict[str, Calibration]:
     Answers with no verifiable sentence are left out.
     """
     usable = [s for s in scored if len(s.rows)]
-    calibrations = {GENERAL: _fit_one(usable, fitted_on)}
+    general = _fit_one(usable, fitted_on)
+    calibrations = {GENERAL: general}
     for kind in KINDS:
         own = [s for s in usable if s.example.kind == kind]
         positives = sum(s.example.hallucinated for s in own)
         if kind != GENERAL and min(positives, len(own) - positives) >= MIN_KIND_LABELS:
-            calibrations[kind] = _fit_one(own, f"{fitted_on} ({len(own)} {kind} answers)", KIND_REGULARISATION)
+            calibrations[kind] = _fit_one(own, f"{fitted_on} ({len(own)} {kind} answers)", KIND_REGULARISATION,
+                                          base=general)
     return calibrations
 
 
-def _fit_one(usable: list[Scored], fitted_on: str, c: float = REGULARISATION) -> Calibration:
+def _fit_one(usable: list[Scored], fitted_on: str, c: float = REGULARISATION,
+             base: Calibration | None = None) -> Calibration:
     return Calibration.fit(np.concatenate([s.rows for s in usable]), np.concatenate([s.labels for s in usable]),
-                           [s.rows for s in usable], [s.example.hallucinated for s in usable], fitted_on, c)
+                           [s.rows for s in usable], [s.example.hallucinated for s in usable], fitted_on, c, base)
 
 
 def predict(calibrations: dict[str, Calibration], scored: list[Scored]) -> tuple[np.ndarray, list[np.ndarray]]:

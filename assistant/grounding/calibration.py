@@ -5,14 +5,16 @@ scores a sentence from its own signals, one scores a whole answer from its sente
 (mean, max, min and sum of each, and the number of sentences). `weights.json` holds one
 calibration per kind of grounded request: the signals mean different things when a model answers
 a question from passages, summarises an article or describes structured data, so each kind with
-labelled data gets its own, and `general` (fitted on all of them) serves any other text. Applying
-them needs only numpy; fitting uses scikit-learn.
+labelled data gets its own, and `general` (fitted on all of them) serves any other text. A kind's
+own models see only a few hundred answers and learn that data's habits (RAGTruth's QA errors are
+mostly invented digits), so its scores are averaged with the general ones. Applying them needs only
+numpy; fitting uses scikit-learn.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,7 @@ ANSWER_FEATURES = tuple(f"{agg}_{name}" for agg in ("mean", "max", "min", "sum")
 WEIGHTS = Path(__file__).with_name("weights.json")
 REGULARISATION = 0.1  # inverse L2 strength; chosen by grouped cross-validation on RAGTruth (0.03-1 tried)
 # A kind's own models see a few hundred answers, so they are held closer to zero.
-KIND_REGULARISATION = 0.03  # 0.003-0.3 tried: task means 0.754 to 0.764
+KIND_REGULARISATION = 0.03  # 0.003-0.3 tried (unblended): RAGTruth task means 0.754 to 0.764
 
 
 def answer_features(sentence_rows: np.ndarray) -> np.ndarray:
@@ -74,39 +76,48 @@ def best_f1_threshold(support: np.ndarray, hallucinated: np.ndarray) -> float:
 
 @dataclass
 class Calibration:
-    """Both models and the support thresholds below which a sentence or answer is unsupported."""
+    """Both models and the support thresholds below which a sentence or answer is unsupported.
+
+    A kind's calibration is blended with the general one (`base`): its supports are the mean of
+    its own models' and the general models', and its thresholds are fitted on that mean.
+    """
 
     sentence: LogisticModel
     answer: LogisticModel
     sentence_threshold: float
     answer_threshold: float
     fitted_on: str = ""
+    base: "Calibration | None" = field(default=None, repr=False)
 
     def sentence_support(self, rows: np.ndarray) -> np.ndarray:
-        return 1.0 - self.sentence.probability(rows)
+        own = 1.0 - self.sentence.probability(rows)
+        return own if self.base is None else (own + self.base.sentence_support(rows)) / 2
 
     def answer_support(self, rows: np.ndarray) -> float:
-        return float(1.0 - self.answer.probability(answer_features(rows)[None, :])[0])
+        own = float(1.0 - self.answer.probability(answer_features(rows)[None, :])[0])
+        return own if self.base is None else (own + self.base.answer_support(rows)) / 2
 
     @classmethod
     def fit(cls, sentence_x, sentence_y, answers: list[np.ndarray], answer_y, fitted_on: str = "",
-            c: float = REGULARISATION) -> "Calibration":
+            c: float = REGULARISATION, base: "Calibration | None" = None) -> "Calibration":
         """Fit both models; answers is one (n_sentences, n_features) array per labelled answer."""
         sentence_y, answer_y = np.asarray(sentence_y, bool), np.asarray(answer_y, bool)
         sentence = LogisticModel.fit(sentence_x, sentence_y, SENTENCE_FEATURES, c)
         answer = LogisticModel.fit(np.stack([answer_features(a) for a in answers]), answer_y, ANSWER_FEATURES, c)
-        made = cls(sentence, answer, 0.5, 0.5, fitted_on)
+        made = cls(sentence, answer, 0.5, 0.5, fitted_on, base)
         made.sentence_threshold = best_f1_threshold(made.sentence_support(np.asarray(sentence_x)), sentence_y)
         made.answer_threshold = best_f1_threshold(np.array([made.answer_support(a) for a in answers]), answer_y)
         return made
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self) | {"blended": self.base is not None}
+        del data["base"]
+        return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Calibration":
+    def from_dict(cls, data: dict, base: "Calibration | None" = None) -> "Calibration":
         made = cls(LogisticModel(**data["sentence"]), LogisticModel(**data["answer"]), data["sentence_threshold"],
-                   data["answer_threshold"], data.get("fitted_on", ""))
+                   data["answer_threshold"], data.get("fitted_on", ""), base if data.get("blended") else None)
         if tuple(made.sentence.features) != SENTENCE_FEATURES or tuple(made.answer.features) != ANSWER_FEATURES:
             raise ValueError("the calibration was fitted on other signals; refit with `hearth train grounding`.")
         return made
@@ -124,7 +135,8 @@ def load_calibrations(path: Path = WEIGHTS) -> dict[str, Calibration]:
     if GENERAL not in data:
         raise ValueError(f"{path} has no {GENERAL!r} calibration; refit with `hearth train grounding`.")
     try:
-        return {kind: Calibration.from_dict(d) for kind, d in data.items()}
+        general = Calibration.from_dict(data[GENERAL])
+        return {kind: general if kind == GENERAL else Calibration.from_dict(d, general) for kind, d in data.items()}
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from assistant.grounding import check, lexical, model_evidence, semantic
-from assistant.grounding.calibration import (ANSWER_FEATURES, SENTENCE_FEATURES, Calibration, LogisticModel, for_kind,
-                                             load_calibrations, save_calibrations)
+from assistant.grounding.calibration import (ANSWER_FEATURES, SENTENCE_FEATURES, Calibration, LogisticModel,
+                                             answer_features, for_kind, load_calibrations, save_calibrations)
 from assistant.grounding.check import default_scorer, is_verifiable
 from assistant.grounding.split import split_sentences
 
@@ -162,7 +162,7 @@ def test_shipped_weights_cover_every_signal_and_kind():
         assert isinstance(calibration.sentence, LogisticModel)
 
 
-def test_fitting_gives_a_kind_its_own_calibration_only_with_enough_labels():
+def test_fitting_gives_a_kind_its_own_calibration_only_with_enough_labels(tmp_path):
     from assistant.bench.grounding import Example, Scored, fit, predict
 
     rng = np.random.default_rng(1)
@@ -183,6 +183,17 @@ def test_fitting_gives_a_kind_its_own_calibration_only_with_enough_labels():
     summary = labelled[60]
     assert answer_p[60] == pytest.approx(1 - calibrations["general"].answer_support(summary.rows))
     assert answer_p[0] == pytest.approx(1 - calibrations["question"].answer_support(labelled[0].rows))
+    # a kind's support is the mean of its own models' and the general ones', and survives a round trip
+    question, rows = calibrations["question"], labelled[0].rows
+    own = 1 - question.answer.probability(answer_features(rows)[None, :])[0]
+    assert question.base is calibrations["general"]
+    assert question.answer_support(rows) == pytest.approx((own + calibrations["general"].answer_support(rows)) / 2)
+    path = tmp_path / "weights.json"
+    save_calibrations(calibrations, path)
+    loaded = load_calibrations(path)
+    assert loaded["question"].base is loaded["general"] and loaded["general"].base is None
+    assert loaded["question"].answer_support(rows) == pytest.approx(question.answer_support(rows))
+    assert list(loaded["question"].sentence_support(rows)) == pytest.approx(list(question.sentence_support(rows)))
 
 
 # -- the whole check -------------------------------------------------------------------------------
