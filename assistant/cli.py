@@ -11,7 +11,7 @@ from pathlib import Path
 
 from assistant import offline as _offline  # noqa: F401
 from assistant.config import (DEFAULT_BACKEND, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SYSTEM_PROMPT, GROUNDING_GENERAL,
-                              GROUNDING_KINDS)
+                              GROUNDING_KINDS, GROUNDING_QUESTION)
 from assistant.errors import HearthError
 
 log = logging.getLogger("hearth")
@@ -175,7 +175,7 @@ def print_grounded(message) -> None:
     if message.checks and message.checks.get("score") is not None:
         from assistant.grounding.check import shipped_calibration
 
-        kind = "question" if message.sources else GROUNDING_GENERAL  # as Conversation checked it
+        kind = GROUNDING_QUESTION if message.sources else GROUNDING_GENERAL  # as Conversation checked it
         score, threshold = message.checks["score"], shipped_calibration(kind).answer_threshold
         low = f", below the {threshold:.2f} threshold: the sources may not back this answer" if score < threshold else ""
         print(f"\n(support score {score:.2f}{low})")
@@ -332,7 +332,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise HearthError(f"{name}: {exc}") from exc
         except FileNotFoundError as exc:
             raise HearthError(f"{name}: no such file") from exc
-    kind = args.kind or ("question" if args.question else GROUNDING_GENERAL)
+    kind = args.kind or (GROUNDING_QUESTION if args.question else GROUNDING_GENERAL)
     checks = check(answer, sources, shared_embedder(), question=args.question or "", kind=kind)
     if args.json:
         print(json.dumps(checks.to_dict(), ensure_ascii=False))
@@ -383,7 +383,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         calibrations = fit_shipped(Path(args.ragtruth), Path(args.wice) if args.wice else None, Path(args.out),
                                    report=_stderr)
-        result = {"out": args.out, "fitted_on": calibrations["general"].fitted_on,
+        result = {"out": args.out, "fitted_on": calibrations[GROUNDING_GENERAL].fitted_on,
                   "answer_threshold": {k: c.answer_threshold for k, c in calibrations.items()},
                   "sentence_threshold": {k: c.sentence_threshold for k, c in calibrations.items()}}
     elif args.what == "merge":

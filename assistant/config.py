@@ -17,7 +17,8 @@ DEFAULT_MAX_NEW_TOKENS = 512
 # question: answer a question from retrieved passages (every grounded chat answer); summary:
 # summarise a document; data: describe structured (JSON) records; general: anything else.
 GROUNDING_GENERAL = "general"
-GROUNDING_KINDS = (GROUNDING_GENERAL, "question", "summary", "data")
+GROUNDING_QUESTION = "question"
+GROUNDING_KINDS = (GROUNDING_GENERAL, GROUNDING_QUESTION, "summary", "data")
 
 
 def hearth_home() -> Path:

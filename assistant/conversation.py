@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterator, Union
 
 from assistant import chatml
 from assistant.chatml import ChatMessage
-from assistant.config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_SYSTEM_PROMPT
+from assistant.config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_SYSTEM_PROMPT, GROUNDING_QUESTION
 from assistant.errors import ContextOverflow
 from assistant.records import Conversation, Message, Timings
 from assistant.store import Store
@@ -250,7 +250,7 @@ class ChatSession:
         question = self._turn[0] if self._turn else ""
         if sources is not None:
             checks = grounding.check(answer, [(s.chunk_id, s.text) for s in sources], self.collection.embedder,
-                                     question=question, samples=samples, kind="question")
+                                     question=question, samples=samples, kind=GROUNDING_QUESTION)
             return rag.add_citations(answer, checks, sources), checks
         from retrieval.embedder import shared_embedder
 

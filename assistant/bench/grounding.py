@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from assistant.config import ensure_dir, hearth_home
+from assistant.config import GROUNDING_QUESTION, ensure_dir, hearth_home
 from assistant.errors import HearthError
 from assistant.files import read_records, write_atomic
 from assistant.grounding.calibration import (GENERAL, KIND_REGULARISATION, KINDS, REGULARISATION, SENTENCE_FEATURES,
@@ -33,7 +33,7 @@ TASK_QUESTIONS = {
     "Data2txt": "Write an objective overview of the local business from its structured data.",
 }
 # The kind of grounded request (calibration.KINDS) each labelled task is; WiCE's claims are "general".
-TASK_KINDS = {"QA": "question", "Summary": "summary", "Data2txt": "data"}
+TASK_KINDS = {"QA": GROUNDING_QUESTION, "Summary": "summary", "Data2txt": "data"}
 MIN_KIND_LABELS = 20  # a kind gets its own calibration only with this many answers of each label
 
 
@@ -138,10 +138,10 @@ def fit(scored: list[Scored], fitted_on: str = "") -> dict[str, Calibration]:
     usable = [s for s in scored if len(s.rows)]
     general = _fit_one(usable, fitted_on)
     calibrations = {GENERAL: general}
-    for kind in KINDS:
+    for kind in (k for k in KINDS if k != GENERAL):
         own = [s for s in usable if s.example.kind == kind]
         positives = sum(s.example.hallucinated for s in own)
-        if kind != GENERAL and min(positives, len(own) - positives) >= MIN_KIND_LABELS:
+        if min(positives, len(own) - positives) >= MIN_KIND_LABELS:
             calibrations[kind] = _fit_one(own, f"{fitted_on} ({len(own)} {kind} answers)", KIND_REGULARISATION,
                                           base=general)
     return calibrations
@@ -202,7 +202,7 @@ def metrics(fmt: str, scored: list[Scored], answer_p: np.ndarray, sentence_p: li
         "precision": round(float(precision), 4),
         "recall": round(float(recall), 4),
         "f1": round(float(f1), 4),
-        "threshold": thresholds.popitem()[1] if len(thresholds) == 1 else thresholds,
+        "threshold": next(iter(thresholds.values())) if len(thresholds) == 1 else thresholds,
         "span_auroc": span_auroc,
     }
 

@@ -151,9 +151,9 @@ def check(answer: str, sources: list[tuple[int, str]], embedder, scorer=None, qu
     """Score every sentence of the answer against (chunk id, text) sources.
 
     kind names what the answer was asked to do (calibration.KINDS) and picks the shipped
-    calibration when none is given. scorer defaults to the default model; pass False to leave the model signals out (their
-    features are then zero, which the calibration reads as weak evidence). samples, re-sampled
-    answers to the same prompt, turn on self-consistency.
+    calibration when none is given. scorer defaults to the default model; pass False to leave the
+    model signals out (their features are then zero, which the calibration reads as weak evidence).
+    samples, re-sampled answers to the same prompt, turn on self-consistency.
     """
     calibration = calibration or shipped_calibration(kind)
     if scorer is None:
