@@ -422,7 +422,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "decode":
         from assistant.bench import decode
 
-        result = decode.run(new_tokens=args.tokens, report=report)
+        result = decode.run(new_tokens=args.tokens, report=report, device=args.device)
     elif args.what == "tui":
         from assistant.bench import tui
 
@@ -593,6 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs = p.add_subparsers(dest="what", metavar="WHAT", required=True)
     q = bs.add_parser("decode", help="scratch engine vs transformers generate on the default model")
     q.add_argument("--tokens", type=int, default=256, help="new tokens per measurement (default %(default)s)")
+    q.add_argument("--device", choices=("cpu", "cuda"), help="where both engines run (default: cuda if there is one)")
     q.add_argument("--json", action="store_true", help="print one JSON line")
     q = bs.add_parser("tui", help="first frame time and per-token rendering cost of the chat UI")
     q.add_argument("--tokens", type=int, default=2000, help="tokens in the streamed reply (default %(default)s)")

@@ -1,4 +1,8 @@
-"""`hearth bench decode`: our engine vs transformers `generate` on the default SmolLM2 weights."""
+"""`hearth bench decode`: our engine vs transformers `generate` on the default SmolLM2 weights.
+
+Both run on the same device: the CPU, or a GPU when there is one (int8 is CPU-only; on a GPU our
+decode steps are CUDA graph replays, and the best precision is also timed with eager steps).
+"""
 
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ def _hf_decode_tok_s(model, prompt_ids: list[int], new_tokens: int) -> tuple[flo
         def end(self):
             pass
 
-    ids = torch.tensor([prompt_ids])
+    ids = torch.tensor([prompt_ids], device=model.device)
     clock = Clock()
     with torch.inference_mode():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
@@ -58,7 +62,7 @@ def _engine_decode_tok_s(engine, prompt_ids: list[int], new_tokens: int) -> tupl
 def _top1_agreement(model, reference_logits: torch.Tensor, ids: list[int]) -> float:
     """Share of positions of `ids` where `model` predicts the same next token as the fp32 reference."""
     with torch.inference_mode():
-        logits = model(torch.tensor([ids]))[0]
+        logits = model(torch.tensor([ids], device=reference_logits.device))[0]
     return float((logits.argmax(-1) == reference_logits.argmax(-1)).float().mean())
 
 
@@ -91,7 +95,7 @@ def _long_conversation(tokenizer, target_tokens: int = 1000) -> tuple[list[int],
     return history, followup
 
 
-def run(new_tokens: int = 256, report: Callable[[str], None] = print) -> dict:
+def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: str | None = None) -> dict:
     """Measure everything the issue asks for; return the JSON-ready result."""
     from transformers import AutoModelForCausalLM
 
@@ -104,14 +108,17 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print) -> dict:
     folder = ensure_default_model(report)
     tokenizer = ChatTokenizer.from_file(folder)
     prompt_ids = chatml.encode(PROMPT, tokenizer, add_generation_prompt=True).ids
-    report(f"threads: {torch.get_num_threads()}, prompt: {len(prompt_ids)} tokens, new tokens: {new_tokens}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    report(f"device: {where}, prompt: {len(prompt_ids)} tokens, new tokens: {new_tokens}")
 
-    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    base = load_model(folder)  # loaded once; each precision below works on its own copy
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device).eval()
+    base = load_model(folder).to(device)  # loaded once; each precision below works on its own copy
+    prompt = torch.tensor([prompt_ids], device=device)
 
     with torch.inference_mode():
-        hf_logits = hf(torch.tensor([prompt_ids])).logits[0, -1]
-        ours_logits = base(torch.tensor([prompt_ids]))[0, -1]
+        hf_logits = hf(prompt).logits[0, -1]
+        ours_logits = base(prompt)[0, -1]
     max_diff = float((hf_logits - ours_logits).abs().max())
 
     _hf_decode_tok_s(hf, prompt_ids, 8)  # warm-up
@@ -124,7 +131,8 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print) -> dict:
     engines = {}
     fp32_ids: list[int] = []
     reference_logits = None
-    for precision in PRECISIONS:
+    precisions = [p for p in PRECISIONS if device.type == "cpu" or p != "int8"]
+    for precision in precisions:
         model = apply_precision(copy.deepcopy(base).fuse_for_inference(), precision)
         engine = Engine(model, max_len=4096)
         _engine_decode_tok_s(engine, prompt_ids, 8)  # warm-up
@@ -134,12 +142,20 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print) -> dict:
         if precision == "fp32":
             fp32_ids = ids
             with torch.inference_mode():
-                reference_logits = model(torch.tensor([prompt_ids + fp32_ids]))[0]
+                reference_logits = model(torch.tensor([prompt_ids + fp32_ids], device=device))[0]
         # a fast precision only counts if it still predicts what fp32 predicts (teacher-forced on fp32's text)
         agreement[precision] = _top1_agreement(model, reference_logits, prompt_ids + fp32_ids)
         report(f"scratch engine {precision}: {tok_s:.1f} tok/s ({tok_s / hf_tok_s:.2f}x transformers), "
                f"next-token agreement with fp32 {agreement[precision]:.3f}")
     best = max(results, key=results.get)
+    eager_tok_s = None
+    if device.type == "cuda":  # what the CUDA graphs are worth: the same model, one launch per kernel
+        eager = Engine(engines[best].model, max_len=4096, fixed_shape_steps=False)
+        _engine_decode_tok_s(eager, prompt_ids, 8)
+        eager_tok_s = _engine_decode_tok_s(eager, prompt_ids, new_tokens)[0]
+        report(f"scratch engine {best} with eager steps: {eager_tok_s:.1f} tok/s "
+               f"(CUDA graphs {results[best] / eager_tok_s:.2f}x)")
+        del eager
 
     n_match = 0
     for a, b in zip(fp32_ids[:64], hf_ids[:64]):
@@ -156,6 +172,7 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print) -> dict:
            f"{reuse * 1000:.0f} ms with prefix reuse vs {cold * 1000:.0f} ms cold ({cold / reuse:.1f}x)")
 
     return {
+        "device": where,
         "hf_tok_s": round(hf_tok_s, 2),
         "scratch_fp32_tok_s": round(results["fp32"], 2),
         "scratch_best_tok_s": round(results[best], 2),
@@ -167,4 +184,5 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print) -> dict:
         "followup_ttft_cold_s": round(cold, 4),
         "max_abs_logit_diff": max_diff,
         "greedy_match_tokens": n_match,
+        "best_eager_steps_tok_s": None if eager_tok_s is None else round(eager_tok_s, 2),
     }

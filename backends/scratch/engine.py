@@ -4,6 +4,12 @@ Kept apart from the model's training path: the model only sees a LayerCache to a
 The engine remembers which token ids its cache holds; a new prompt reuses the longest common
 prefix and prefills only the rest, so a follow-up turn does not re-read the whole chat, and
 an edited or regenerated turn rolls the cache back to the shared prefix.
+
+On a GPU a decode step is one CUDA graph replay: launching a 135M model's ~300 small kernels one
+by one from Python costs more than running them. A graph needs fixed shapes and addresses, so the
+captured step reads its token and position from device tensors, writes the new key and value at
+that position, and attends over a fixed window of the cache with the later slots masked; one graph
+is captured per window size (powers of two), the first time a step needs it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import torch
 
 from backends.base import GenerationParams, TokenStep, decode_loop
 from backends.scratch.model import DecoderLanguageModel
+
+MIN_WINDOW = 256  # the smallest cache window a fixed-shape decode step attends over
 
 
 class LayerCache:
@@ -36,10 +44,43 @@ class LayerCache:
         return self.k[:, :, :end], self.v[:, :, :end]
 
 
+class _WindowView:
+    """A LayerCache as the fixed-shape decode step sees it: the new key and value go to the slot
+    held in a device tensor, and attention reads the first `window` slots (later ones are masked)."""
+
+    def __init__(self, cache: LayerCache, position: torch.Tensor, window: int):
+        self.cache, self.position, self.window = cache, position, window
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.cache.k.index_copy_(2, self.position, k)
+        self.cache.v.index_copy_(2, self.position, v)
+        return self.cache.k[:, :, : self.window], self.cache.v[:, :, : self.window]
+
+
+class _CapturedStep:
+    """One CUDA graph of a fixed-shape decode step; replay() reruns it on the current inputs."""
+
+    def __init__(self, step, pool):
+        side = torch.cuda.Stream()  # warm up off the main stream, as CUDA graph capture requires
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            step()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool):
+            self.logits = step()
+
+    def replay(self) -> torch.Tensor:
+        self.graph.replay()
+        return self.logits.clone()  # the next replay overwrites the captured output
+
+
 class Engine:
     """Prefill + single-token decode over a DecoderLanguageModel, batch 1."""
 
-    def __init__(self, model: DecoderLanguageModel, max_len: int | None = None):
+    def __init__(self, model: DecoderLanguageModel, max_len: int | None = None, fixed_shape_steps: bool | None = None):
+        """fixed_shape_steps: decode through the fixed-shape step (default: on a GPU, where it is
+        captured as CUDA graphs; on the CPU it runs eagerly and exists to be tested)."""
         self.model = model.eval()
         config = model.config
         self.max_len = min(max_len or config.context_length, config.context_length)
@@ -52,6 +93,16 @@ class Engine:
         ]
         self.cached_ids: list[int] = []  # the tokens whose keys/values the cache holds
         self.last_prefill_tokens = 0  # how many prompt tokens the last prefill computed
+        if fixed_shape_steps is None:
+            fixed_shape_steps = self.device.type == "cuda"
+        self.fixed_shape_steps = fixed_shape_steps
+        if fixed_shape_steps:
+            model.rope_tables(self.max_len)  # allocated once: a captured graph keeps their address
+            self._token = torch.zeros(1, 1, dtype=torch.long, device=self.device)
+            self._position = torch.zeros(1, dtype=torch.long, device=self.device)
+            self._slots = torch.arange(self.max_len, device=self.device)
+            self._graphs: dict[int, _CapturedStep] = {}
+            self._pool = torch.cuda.graph_pool_handle() if self.device.type == "cuda" else None
 
     def _rollback(self, length: int) -> None:
         for cache in self.caches:
@@ -64,6 +115,37 @@ class Engine:
         x = ids if isinstance(ids, torch.Tensor) else torch.tensor(ids, device=self.device)
         logits = self.model(x.view(1, -1), start=start, caches=self.caches)
         return logits[0, -1]
+
+    def _window(self, length: int) -> int:
+        """The cache window a step at this many cached tokens attends over: a power of two."""
+        return min(self.max_len, max(MIN_WINDOW, 1 << (length - 1).bit_length()))
+
+    @torch.inference_mode()
+    def _fixed_shape_step(self, window: int) -> torch.Tensor:
+        """Decode self._token at self._position, attending over the first `window` cache slots."""
+        position = self._position
+        cos = self.model.rope_cos.index_select(0, position)
+        sin = self.model.rope_sin.index_select(0, position)
+        dtype = self.model.embedding.weight.dtype
+        mask = torch.zeros(1, window, dtype=dtype, device=self.device).masked_fill(
+            self._slots[None, :window] > position, float("-inf"))
+        caches = [_WindowView(cache, position, window) for cache in self.caches]
+        return self.model.forward_at(self._token, cos, sin, mask, caches)[0, -1]
+
+    def _step_fixed(self, token: torch.Tensor) -> torch.Tensor:
+        length = len(self.cached_ids)
+        window = self._window(length + 1)
+        self._token.copy_(token.view(1, 1))
+        self._position.fill_(length)
+        if self.device.type == "cuda":
+            if window not in self._graphs:
+                self._graphs[window] = _CapturedStep(lambda: self._fixed_shape_step(window), self._pool)
+            logits = self._graphs[window].replay()
+        else:
+            logits = self._fixed_shape_step(window)
+        for cache in self.caches:
+            cache.length = length + 1
+        return logits
 
     def prefill(self, prompt_ids: list[int]) -> torch.Tensor:
         """Fill the cache for the prompt (reusing a shared prefix); return last-position logits."""
@@ -86,7 +168,7 @@ class Engine:
         """Feed one sampled token (a 1-element tensor left on the device); return next logits."""
         if len(self.cached_ids) >= self.max_len:
             raise RuntimeError("KV cache full")
-        logits = self._forward(token)
+        logits = self._step_fixed(token) if self.fixed_shape_steps else self._forward(token)
         self.cached_ids.append(token_id)
         return logits
 

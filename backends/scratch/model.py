@@ -204,8 +204,13 @@ class DecoderLanguageModel(nn.Module):
         t = ids.shape[1]
         cos, sin = self.rope_tables(start + t)
         cos, sin = cos[start : start + t], sin[start : start + t]
+        mask = causal_mask(t, start, ids.device, self.embedding.weight.dtype) if t > 1 else None
+        return self.forward_at(ids, cos, sin, mask, caches)
+
+    def forward_at(self, ids: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                   caches: list | None = None) -> torch.Tensor:
+        """Logits for token ids whose rotation angles (cos, sin) and attention mask are given."""
         x = self.embedding(ids)
-        mask = causal_mask(t, start, ids.device, x.dtype) if t > 1 else None
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, mask, caches[i] if caches is not None else None)
         if self.final_norm is not None:

@@ -4,22 +4,25 @@ import torch
 from backends.base import GenerationParams
 from backends.sampling import GREEDY
 from backends.scratch.config import ModelConfig
-from backends.scratch.engine import Engine
+from backends.scratch.engine import MIN_WINDOW, Engine
 from backends.scratch.model import DecoderLanguageModel
 
 VOCAB = 101
+# the fixed-shape decode step runs eagerly on the CPU and as CUDA graphs on a GPU, when there is one
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def _model(kv_heads):
+def _model(kv_heads, context_length=256):
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=VOCAB, emb_dim=48, num_heads=6, num_kv_heads=kv_heads, num_blocks=3,
-                         mlp="swiglu", mlp_hidden=96, rope_pairing="half", final_norm=True, context_length=256)
+                         mlp="swiglu", mlp_hidden=96, rope_pairing="half", final_norm=True,
+                         context_length=context_length)
     return DecoderLanguageModel(config).eval()
 
 
 def _full_logits(model, ids):
     with torch.no_grad():
-        return model(torch.tensor([ids]))[0, -1]
+        return model(torch.tensor([ids], device=model.embedding.weight.device))[0, -1]
 
 
 def _check_cached_equals_uncached(engine, prompt, steps=50):
@@ -32,7 +35,7 @@ def _check_cached_equals_uncached(engine, prompt, steps=50):
         token = int(reference.argmax())
         assert int(logits.argmax()) == token
         ids.append(token)
-        logits = engine.step(torch.tensor([token]), token)
+        logits = engine.step(torch.tensor([token], device=engine.device), token)
     assert engine.cached_ids == ids
     return ids
 
@@ -43,8 +46,22 @@ def test_cached_decoding_equals_full_recomputation(kv_heads):
     _check_cached_equals_uncached(engine, list(range(3, 20)))
 
 
-def test_prefix_reuse_prefills_only_new_tokens_and_stays_exact():
-    engine = Engine(_model(2))
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kv_heads", [6, 2], ids=["mha", "gqa"])
+def test_fixed_shape_steps_equal_full_recomputation(kv_heads, device):
+    """The window grows from 256 to 512 slots mid-answer; every step still matches a full recompute."""
+    engine = Engine(_model(kv_heads, context_length=1024).to(device), fixed_shape_steps=True)
+    prompt = [3 + i % 90 for i in range(MIN_WINDOW - 20)]
+    ids = _check_cached_equals_uncached(engine, prompt, steps=50)
+    assert engine._window(len(ids)) == 2 * MIN_WINDOW
+    # rolling back and decoding again reuses the captured windows and stays exact
+    engine.prefill(prompt[:100] + [7, 8, 9])
+    _check_cached_equals_uncached(engine, prompt[:100] + [7, 8, 9], steps=20)
+
+
+@pytest.mark.parametrize("fixed", [False, True], ids=["eager", "fixed-shape"])
+def test_prefix_reuse_prefills_only_new_tokens_and_stays_exact(fixed):
+    engine = Engine(_model(2), fixed_shape_steps=fixed)
     first = _check_cached_equals_uncached(engine, list(range(3, 23)), steps=10)
     followup = first + [7, 8, 9, 10]  # next turn: the whole history plus new tokens
     _check_cached_equals_uncached(engine, followup, steps=50)
