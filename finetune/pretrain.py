@@ -20,7 +20,7 @@ from backends.tokenizer import ChatTokenizer
 from finetune.data import TokenStream, read_documents, split_documents
 from finetune.lm_eval import stream_loss
 from finetune.tokenizer import train_bpe
-from finetune.trainer import STATE_FILE, TrainConfig, Trainer
+from finetune.trainer import STATE_FILE, TrainConfig, Trainer, model_device
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,8 @@ def sample_text(model: DecoderLanguageModel, tokenizer: ChatTokenizer, prompt: l
     from backends.sampling import GREEDY
 
     was_training = model.training
-    engine = Engine(model, max_len=min(model.config.context_length, len(prompt) + n + 1))
+    engine = Engine(model, max_len=min(model.config.context_length, len(prompt) + n + 1),
+                    fixed_shape_steps=False)  # a short sample: not worth capturing CUDA graphs
     ids = [s.token_id for s in engine.generate(prompt, GenerationParams(GREEDY, n), frozenset())]
     model.train(was_training)
     return tokenizer.decode(prompt + ids)
@@ -107,7 +108,7 @@ def pretrain(data: list[Path], out: Path, preset: str = "book", tokenizer_path: 
     trainer = Trainer(
         model, cfg, out, loss_fn=loss_fn,
         next_batch=lambda gen: train.batch(cfg.batch_size, context_len, gen),
-        evaluate=lambda m: stream_loss(m, val, context_len),
+        evaluate=lambda m: stream_loss(m, val, context_len, device=model_device(m)),
         save_model=save_model, on_eval=None if quiet else on_eval, quiet=quiet)
     if resume is not None:
         trainer.restore(Path(resume))

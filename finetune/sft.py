@@ -16,7 +16,7 @@ from assistant.errors import HearthError, ModelNotFound
 from backends.scratch.weights import is_native, load_native, save_native
 from backends.tokenizer import ChatTokenizer
 from finetune.chat_data import IGNORE, collate, load_examples
-from finetune.trainer import STATE_FILE, TrainConfig, Trainer
+from finetune.trainer import STATE_FILE, TrainConfig, Trainer, model_device, to_device
 
 log = logging.getLogger(__name__)
 ADAPTER_INFO = "hearth_adapter.json"
@@ -104,10 +104,11 @@ def sft(data: Path, out: Path, base: Path | None = None, lora: bool = False, r: 
         idx = torch.randint(0, len(train), (cfg.batch_size,), generator=gen).tolist()
         return collate([train[i] for i in idx], pad)
 
+    @torch.no_grad()
     def evaluate(m) -> dict:
         total, count = 0.0, 0
         for lo in range(0, len(val), 8):
-            loss, n = sft_loss(m, collate(val[lo : lo + 8], pad), kind)
+            loss, n = sft_loss(m, to_device(collate(val[lo : lo + 8], pad), model_device(m)), kind)
             total += float(loss) * n
             count += n
         mean = total / max(count, 1)

@@ -1,5 +1,6 @@
 """The training loop shared by pretraining and SFT: AdamW, warm-up + cosine, clipping,
 accumulation, periodic evaluation, time/step caps, exact resume, and DDP under torchrun.
+Training runs on the GPU when there is one (under torchrun, each rank on its LOCAL_RANK's GPU).
 
 Batches are a pure function of (seed, step, micro-step, rank), and the optimizer state is saved
 with the weights, so a run stopped at step k and resumed continues exactly as if never stopped.
@@ -56,15 +57,35 @@ def batch_generator(seed: int, step: int, micro: int, rank: int) -> torch.Genera
     return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1_009 + micro) * 101 + rank)
 
 
+def training_device() -> torch.device:
+    """This process's GPU when there is one (torchrun's LOCAL_RANK picks it), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def to_device(batch, device: torch.device):
+    """A batch (a tensor, or a tuple/list of them) on the device."""
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    return type(batch)(to_device(b, device) for b in batch)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 class Distributed:
-    """torchrun's environment: rank, world size, and the process group (gloo on CPU, nccl on GPU)."""
+    """torchrun's environment: rank, world size, and the process group (nccl with a GPU per rank, else gloo)."""
 
     def __init__(self) -> None:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.enabled = self.world > 1
         if self.enabled and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            # nccl needs a GPU per rank; ranks that share a GPU (or have none) talk through gloo
+            nccl = torch.cuda.is_available() and self.world <= torch.cuda.device_count()
+            torch.distributed.init_process_group("nccl" if nccl else "gloo")
 
     @property
     def main(self) -> bool:
@@ -122,12 +143,16 @@ class Trainer:
                  save_model: Callable[[torch.nn.Module, Path], None],
                  on_eval: Callable[[torch.nn.Module, dict], None] | None = None,
                  patience: int | None = None, quiet: bool = False):
+        self.device = training_device()
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # before the process group: nccl binds to it
         self.dist = Distributed()
         self.cfg, self.out = cfg, Path(out)
-        self.raw_model = model
+        self.raw_model = model.to(self.device)  # before the optimizer, so its state lives there too
         self.model = model
         if self.dist.enabled:
-            self.model = torch.nn.parallel.DistributedDataParallel(model)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         if cfg.compile:
             self.model = torch.compile(self.model)
         self.loss_fn, self.next_batch, self.evaluate = loss_fn, next_batch, evaluate
@@ -192,7 +217,7 @@ class Trainer:
                 group["lr"] = lr
             total_loss, n_tokens = 0.0, 0
             for micro in range(cfg.grad_accum):
-                batch = self.next_batch(batch_generator(cfg.seed, step, micro, self.dist.rank))
+                batch = to_device(self.next_batch(batch_generator(cfg.seed, step, micro, self.dist.rank)), self.device)
                 loss, tokens = self.loss_fn(self.model, batch)
                 (loss / cfg.grad_accum).backward()
                 total_loss += loss.item() / cfg.grad_accum

@@ -28,7 +28,7 @@ def main(out: Path) -> None:
     trainer = Trainer(model, TrainConfig(max_steps=3, eval_every=100, warmup_steps=1), out, loss_fn, batch,
                       evaluate=lambda m: {}, save_model=lambda m, folder: None, quiet=True)
     trainer.run()
-    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
+    digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest()
     out.mkdir(parents=True, exist_ok=True)
     (out / f"rank{trainer.dist.rank}.txt").write_text(f"{digest} {trainer.dist.world}")
     torch.distributed.destroy_process_group()
