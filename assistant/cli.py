@@ -173,10 +173,11 @@ def print_grounded(message) -> None:
                 text = text[:a] + "\u26a0 " + text[a:b] + " [unsupported]" + text[b:]
     print(text)
     if message.checks and message.checks.get("score") is not None:
+        from assistant.conversation import check_kind
         from assistant.grounding.check import shipped_calibration
 
-        kind = GROUNDING_QUESTION if message.sources else GROUNDING_GENERAL  # as Conversation checked it
-        score, threshold = message.checks["score"], shipped_calibration(kind).answer_threshold
+        score = message.checks["score"]
+        threshold = shipped_calibration(check_kind(bool(message.sources))).answer_threshold
         low = f", below the {threshold:.2f} threshold: the sources may not back this answer" if score < threshold else ""
         print(f"\n(support score {score:.2f}{low})")
     if message.sources:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterator, Union
 
 from assistant import chatml
 from assistant.chatml import ChatMessage
-from assistant.config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_SYSTEM_PROMPT, GROUNDING_QUESTION
+from assistant.config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_SYSTEM_PROMPT, GROUNDING_GENERAL, GROUNDING_QUESTION
 from assistant.errors import ContextOverflow
 from assistant.records import Conversation, Message, Timings
 from assistant.store import Store
@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 
 TITLE_CHARS = 60
 POLICIES = ("annotate", "regenerate", "abstain")
+
+
+def check_kind(grounded: bool) -> str:
+    """The calibration kind (config.GROUNDING_KINDS) a reply is checked as: a reply grounded in
+    documents answers a question from passages; any other reply is checked against the chat."""
+    return GROUNDING_QUESTION if grounded else GROUNDING_GENERAL
 
 
 @dataclass(frozen=True)
@@ -248,15 +254,16 @@ class ChatSession:
         from assistant import grounding, rag
 
         question = self._turn[0] if self._turn else ""
+        kind = check_kind(sources is not None)
         if sources is not None:
             checks = grounding.check(answer, [(s.chunk_id, s.text) for s in sources], self.collection.embedder,
-                                     question=question, samples=samples, kind=GROUNDING_QUESTION)
+                                     question=question, samples=samples, kind=kind)
             return rag.add_citations(answer, checks, sources), checks
         from retrieval.embedder import shared_embedder
 
         # without documents, what the user said is all an answer can be grounded in
         said = [(i, m.content) for i, m in enumerate(self.messages) if m.role == "user"]
-        return answer, grounding.check(answer, said, shared_embedder(), question=question, samples=samples)
+        return answer, grounding.check(answer, said, shared_embedder(), question=question, samples=samples, kind=kind)
 
     def _complete(self, plan: PromptPlan, params: GenerationParams, cancel: threading.Event | None) -> str:
         """A whole reply to the plan, not streamed (for retries and self-consistency samples)."""

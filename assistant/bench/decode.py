@@ -100,7 +100,7 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: st
     from transformers import AutoModelForCausalLM
 
     from backends.hf.default_model import ensure_default_model
-    from backends.scratch.backend import PRECISIONS, apply_precision
+    from backends.scratch.backend import CPU_ONLY_PRECISIONS, PRECISIONS, apply_precision
     from backends.scratch.engine import Engine
     from backends.scratch.weights import load_model
     from backends.tokenizer import ChatTokenizer
@@ -131,7 +131,7 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: st
     engines = {}
     fp32_ids: list[int] = []
     reference_logits = None
-    precisions = [p for p in PRECISIONS if device.type == "cpu" or p != "int8"]
+    precisions = [p for p in PRECISIONS if device.type == "cpu" or p not in CPU_ONLY_PRECISIONS]
     for precision in precisions:
         model = apply_precision(copy.deepcopy(base).fuse_for_inference(), precision)
         engine = Engine(model, max_len=4096)

@@ -19,6 +19,7 @@ from backends.tokenizer import ChatTokenizer
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "int8")
+CPU_ONLY_PRECISIONS = ("int8",)  # PyTorch's int8 weight kernel is a CPU kernel
 DEFAULT_CACHE_TOKENS = 8192
 
 
@@ -43,7 +44,7 @@ class ScratchBackend:
         model_dir = Path(model_dir)
         self.tokenizer = ChatTokenizer.from_file(model_dir)
         model = load_model(model_dir).fuse_for_inference()
-        device = device or ("cuda" if torch.cuda.is_available() and precision != "int8" else "cpu")
+        device = device or ("cuda" if torch.cuda.is_available() and precision not in CPU_ONLY_PRECISIONS else "cpu")
         model = apply_precision(model.to(device), precision)
         self.precision = precision
         self.model_id = f"{model_dir} ({precision})"
