@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 TITLE_CHARS = 60
 POLICIES = ("annotate", "regenerate", "abstain")
+SAVE_EVERY_S = 1.0  # a streaming reply is stored at least this often (what a crash can lose)
 
 
 def check_kind(grounded: bool) -> str:
@@ -130,6 +131,7 @@ class ChatSession:
     on_unsupported: str = "annotate"  # grounded answers below the support threshold: see POLICIES
     check_answers: bool = False  # also check answers without documents, against the conversation
     self_check: int = 0  # re-sampled answers for self-consistency (0 = off)
+    save_every_s: float = SAVE_EVERY_S  # how often a streaming reply is written to the store
     _turn: "tuple[str, list[ChatMessage]] | None" = field(default=None, repr=False)
 
     @classmethod
@@ -160,8 +162,12 @@ class ChatSession:
         )
 
     def _save(self, message: Message) -> Message:
+        """Store a new message, or overwrite the stored one (a reply saved while it streams)."""
         if self.store is not None and self.conversation is not None:
-            self.store.add_message(self.conversation.id, message)
+            if message.id is None:
+                self.store.add_message(self.conversation.id, message)
+            else:
+                self.store.replace_message(message)
         return message
 
     def history_for_model(self) -> list[ChatMessage]:
@@ -310,10 +316,17 @@ class ChatSession:
         tokenizer = self.backend.tokenizer
         params = GenerationParams(self.sampling, plan.max_new_tokens)
         decoder = StreamDecoder(tokenizer)
+        # Stored as "interrupted" while it streams and rewritten every SAVE_EVERY_S, so a crash or a
+        # killed process loses at most that much of the reply; the end of the reply stores its real status.
+        reply = Message(
+            role="assistant", content="", status="interrupted", backend=self.backend.name,
+            model=self.backend.model_id, sources=[s.to_dict() for s in sources or []],
+            settings={"sampling": self.sampling.to_dict(), "max_new_tokens": params.max_new_tokens},
+        )
         content_ids: list[int] = []
         steps = 0
         finish, error = "length", None
-        start = time.perf_counter()
+        start = saved_at = time.perf_counter()
         first_at = last_at = None
         stream = self.backend.stream(plan.ids, params, cancel)
         try:
@@ -325,6 +338,10 @@ class ChatSession:
                     finish = "stop"
                     break
                 content_ids.append(step.token_id)
+                if last_at - saved_at >= self.save_every_s:
+                    reply.content = tokenizer.decode(content_ids)
+                    self._save(reply)
+                    saved_at = last_at
                 yield TokenEvent(decoder.push(step.token_id), step.token_id, step.logprob)
             if finish != "stop" and cancel is not None and cancel.is_set():
                 finish = "cancelled"
@@ -336,31 +353,22 @@ class ChatSession:
             finish, error = "error", f"{type(exc).__name__}: {exc}"
         finally:
             stream.close()
-            timings = Timings(
+            reply.timings = Timings(
                 ttft_s=(first_at - start) if first_at else None,
                 decode_tok_s=((steps - 1) / (last_at - first_at)) if steps > 1 and last_at > first_at else None,
                 prompt_tokens=len(plan.ids),
                 completion_tokens=steps,
             )
-            content, checks = tokenizer.decode(content_ids), None
-            if (sources is not None or self.check_answers) and finish in ("stop", "length") and content.strip():
+            reply.content = tokenizer.decode(content_ids)
+            if (sources is not None or self.check_answers) and finish in ("stop", "length") and reply.content.strip():
+                self._save(reply)  # still "interrupted": the check (and a retry) can take a while
                 try:
                     samples = self._samples(cancel)  # once per reply: the retry is compared with them too
-                    content, found = self._check(content, sources, samples)
-                    content, checks = self._apply_policy(content, found, sources, samples, params, cancel)
+                    content, found = self._check(reply.content, sources, samples)
+                    reply.content, reply.checks = self._apply_policy(content, found, sources, samples, params, cancel)
                 except Exception as exc:  # the reply is kept even when its check fails
                     log.exception("grounding check failed")
                     error = error or f"grounding check failed: {type(exc).__name__}: {exc}"
-            reply = Message(
-                role="assistant",
-                content=content,
-                sources=[s.to_dict() for s in sources or []],
-                checks=checks,
-                status=finish,
-                backend=self.backend.name,
-                model=self.backend.model_id,
-                settings={"sampling": self.sampling.to_dict(), "max_new_tokens": params.max_new_tokens},
-                timings=timings,
-            )
+            reply.status = finish
             self.messages.append(self._save(reply))
-        yield DoneEvent(reply, finish, timings, error)
+        yield DoneEvent(reply, finish, reply.timings, error)

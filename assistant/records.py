@@ -27,7 +27,8 @@ class Timings:
 @dataclass
 class Message:
     """One stored message. `status` is "complete" for user and system turns; for replies it is
-    the finish reason: "stop", "length", "cancelled" or "error"."""
+    the finish reason: "stop", "length", "cancelled" or "error", and "interrupted" while it is
+    being generated (what stays stored when the process dies before the reply ends)."""
 
     role: str
     content: str

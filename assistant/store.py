@@ -173,10 +173,9 @@ class Store:
             self.db["conversations"].delete(conversation_id)
 
     # -- messages -----------------------------------------------------------------------------
-    def add_message(self, conversation_id: int, message: Message) -> Message:
-        """Append a message and bump the conversation's updated_at, in one transaction."""
-        row = {
-            "conversation_id": conversation_id,
+    @staticmethod
+    def _row(message: Message) -> dict:
+        return {
             "role": message.role,
             "content": message.content,
             "status": message.status,
@@ -191,10 +190,20 @@ class Store:
             "sources": _dumps(message.sources),
             "checks": _dumps(message.checks),
         }
+
+    def add_message(self, conversation_id: int, message: Message) -> Message:
+        """Append a message and bump the conversation's updated_at, in one transaction."""
         with self.db.conn:
-            message.id = self.db["messages"].insert(row).last_pk
+            message.id = self.db["messages"].insert({"conversation_id": conversation_id} | self._row(message)).last_pk
             self.db["conversations"].update(conversation_id, {"updated_at": now_iso()})
         message.conversation_id = conversation_id
+        return message
+
+    def replace_message(self, message: Message) -> Message:
+        """Overwrite a stored message with every field of `message` (a reply stored as it streams)."""
+        with self.db.conn:
+            self.db["messages"].update(message.id, self._row(message))
+            self.db["conversations"].update(message.conversation_id, {"updated_at": now_iso()})
         return message
 
     def messages(self, conversation_id: int) -> list[Message]:
@@ -225,14 +234,6 @@ class Store:
             checks=_loads(row["checks"]),
             created_at=row["created_at"],
         )
-
-    def update_message(self, message_id: int, **fields) -> None:
-        """Change stored fields of a message (content, status, checks, sources)."""
-        for key in ("settings", "sources", "checks"):
-            if key in fields:
-                fields[key] = _dumps(fields[key])
-        with self.db.conn:
-            self.db["messages"].update(message_id, fields)
 
     def delete_message(self, message_id: int) -> None:
         """Delete one message."""

@@ -242,6 +242,7 @@ class HearthApp(App):
         if m.role == "user":
             return "You"
         note = {"stop": "", "complete": "", "length": " · cut at max tokens", "cancelled": " · stopped",
+                "interrupted": " · interrupted",
                 "error": " · error"}.get(m.status, f" · {m.status}")
         return f"Hearth · {m.backend or '?'}: {Path(str(m.model or '?').split(' ')[0]).name}{note}"
 

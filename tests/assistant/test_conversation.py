@@ -122,6 +122,25 @@ def test_consumer_closing_the_stream_stores_partial_as_cancelled(tiny_tokenizer,
     assert (last.role, last.status, last.content) == ("assistant", "cancelled", tiny_tokenizer.decode(script[:2]))
 
 
+def test_streaming_reply_is_stored_as_it_streams(tiny_tokenizer, tmp_path):
+    script = tiny_tokenizer.encode("red green blue yellow") + [tiny_tokenizer.im_end_id]
+    store = Store(tmp_path / "h.db")
+    session = ChatSession(ScriptedBackend(tiny_tokenizer, script), store=store, save_every_s=0)
+    events = session.send("colours")
+    for _ in range(3):
+        next(events)
+    # what another process (or this one after a crash) finds on disk mid-reply
+    on_disk = Store(tmp_path / "h.db").messages(session.conversation_id)
+    assert [(m.role, m.status) for m in on_disk] == [("user", "complete"), ("assistant", "interrupted")]
+    assert on_disk[1].content == tiny_tokenizer.decode(script[:3])
+    done = list(events)[-1]
+    # the end of the reply overwrites that row: one reply, with its real status
+    stored = Store(tmp_path / "h.db").messages(session.conversation_id)
+    assert [(m.role, m.status, m.content) for m in stored] == [
+        ("user", "complete", "colours"), ("assistant", "stop", "red green blue yellow")]
+    assert stored[1].id == done.message.id and stored[1].timings == done.timings
+
+
 def test_backend_error_ends_reply_with_error_and_keeps_user_turn(tiny_tokenizer, tmp_path):
     script = tiny_tokenizer.encode("partial answer here")
     store = Store(tmp_path / "h.db")
