@@ -82,13 +82,13 @@ def open_session(args: argparse.Namespace, store):
     sampling = sampling_from_args(args)
     if store is not None and args.conversation is not None:
         store.get_conversation(args.conversation)  # fail fast, before loading a model
-    backend = load_backend(args.backend, args.model, args.adapter, report=_stderr, precision=args.precision)
     options = dict(sampling=sampling, max_new_tokens=args.max_tokens, on_unsupported=args.on_unsupported,
                    check_answers=args.check, self_check=args.self_check)
-    if getattr(args, "docs", None):
+    if getattr(args, "docs", None):  # an unknown collection fails fast, before loading a model
         from retrieval.collection import Collection
 
         options.update(collection=Collection(args.docs, create=False), k=args.k)
+    backend = load_backend(args.backend, args.model, args.adapter, report=_stderr, precision=args.precision)
     if args.conversation is not None:
         if store is None:
             raise HearthError("--conversation needs history; drop --no-history")
@@ -246,10 +246,13 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from retrieval.collection import Collection
+    from retrieval.collection import Collection, list_collections
     from retrieval.embedder import Embedder
 
     paths = [Path(p) for p in args.paths]
+    missing = [p for p in paths if not p.exists()]
+    if missing and len(missing) == len(paths) and args.collection not in list_collections():
+        raise HearthError(f"{missing[0]} does not exist")  # a typo; a gone path of a collection removes its documents
     collection = Collection(args.collection, embedder=Embedder(args.embedder) if args.embedder else None)
     bar = tqdm(total=None, unit="file", desc=f"ingest {args.collection}", file=sys.stderr, disable=args.json)
 
@@ -276,7 +279,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"{args.collection}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
               f"{report.removed} removed, {len(report.skipped)} skipped; {report.chunks} chunks in "
               f"{report.seconds:.1f} s ({report.chunks_per_s:.1f} chunks/s)")
-    return 0
+    return 1 if len(missing) == len(paths) and not report.removed else 0  # every path a typo
 
 
 def cmd_search(args: argparse.Namespace) -> int:

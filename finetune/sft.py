@@ -60,6 +60,9 @@ def sft(data: Path, out: Path, base: Path | None = None, lora: bool = False, r: 
         max_len: int = 512, val_data: Path | None = None, system: str | None = None, limit: int | None = None,
         overrides: dict | None = None, resume: Path | None = None, quiet: bool = False) -> dict:
     """Finetune on a conversation file; writes a LoRA adapter or full weights to `out`."""
+    for path in (data, val_data):  # before the base model is prepared or loaded
+        if path is not None and not Path(path).is_file():
+            raise HearthError(f"training data {path} does not exist")
     if base is None:
         from backends.hf.default_model import ensure_default_model
 

@@ -77,6 +77,10 @@ def test_no_history_stores_nothing(tiny_llama_dir, hearth_home):
         (["ask", "--conversation", "999", "hi"], "no conversation with id 999"),
         (["ask", "--temperature", "-1", "hi"], "temperature must be >= 0"),
         (["ask", "--adapter", "/nonexistent/adapter", "hi"], "adapter folder /nonexistent/adapter does not exist"),
+        (["ingest", "/nonexistent/notes"], "/nonexistent/notes does not exist"),
+        (["ask", "--docs", "nope", "hi"], "no collection named 'nope'"),
+        (["train", "sft", "--data", "/nonexistent/chats.jsonl", "--out", "/nonexistent/out"],
+         "training data /nonexistent/chats.jsonl does not exist"),
     ],
 )
 def test_user_errors_print_one_line_and_exit_non_zero(args, message, hearth_home):
@@ -85,6 +89,7 @@ def test_user_errors_print_one_line_and_exit_non_zero(args, message, hearth_home
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"hearth: error: {message}")
     assert "Traceback" not in proc.stderr
+    assert not (hearth_home / "collections").exists()  # a failed command creates no collection
 
 
 def test_unwritable_home_is_one_line_error(tmp_path):
