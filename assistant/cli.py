@@ -32,14 +32,24 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="scratch backend weights: fp32 (reference), bf16, int8 (fastest on CPU)")
 
 
+def add_sampling_options(g) -> None:
+    from backends.sampling import SamplingParams
+
+    d = SamplingParams()
+    g.add_argument("--temperature", type=float, default=None, help=f"0 = greedy (default {d.temperature})")
+    g.add_argument("--top-k", type=int, default=None, help=f"keep the k most likely tokens (default {d.top_k}, 0 = off)")
+    g.add_argument("--top-p", type=float, default=None, help=f"nucleus sampling mass (default {d.top_p} = off)")
+    g.add_argument("--repetition-penalty", type=float, default=None,
+                   help="make tokens already in the reply less likely: their logits are divided by this when "
+                        f"positive, multiplied when negative (default {d.repetition_penalty}, 1 = off)")
+    g.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    g.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="most tokens in a reply (default %(default)s)")
+
+
 def add_generation_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("generation")
     g.add_argument("--system", help="system prompt for a new conversation")
-    g.add_argument("--temperature", type=float, default=None, help="0 = greedy (default 0.2)")
-    g.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (default 10, 0 = off)")
-    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default 1.0 = off)")
-    g.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="most tokens in a reply (default %(default)s)")
-    g.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    add_sampling_options(g)
 
 
 def add_docs_options(p: argparse.ArgumentParser) -> None:
@@ -60,14 +70,9 @@ def sampling_from_args(args: argparse.Namespace):
     """SamplingParams from the command line; invalid values become a HearthError."""
     from backends.sampling import SamplingParams
 
-    defaults = SamplingParams()
+    given = {name: getattr(args, name) for name in ("temperature", "top_k", "top_p", "repetition_penalty")}
     try:
-        return SamplingParams(
-            temperature=defaults.temperature if args.temperature is None else args.temperature,
-            top_k=defaults.top_k if args.top_k is None else args.top_k,
-            top_p=defaults.top_p if args.top_p is None else args.top_p,
-            seed=args.seed,
-        )
+        return SamplingParams(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:
         raise HearthError(str(exc)) from exc
 
@@ -411,6 +416,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not Path(args.squad).is_file():
             raise HearthError(f"no SQuAD file at {args.squad}")
         result = eval_squad(Path(args.squad), limit=args.limit, report=report)
+    elif args.what == "answers":
+        from assistant.bench.answers import eval_answers
+        from backends.registry import load_backend
+
+        if not Path(args.squad).is_file():
+            raise HearthError(f"no SQuAD file at {args.squad}")
+        if args.limit < 1 or args.max_tokens < 1:
+            raise HearthError("--limit and --max-tokens must be at least 1")
+        if args.seed is None:
+            args.seed = 0  # an evaluation is reproducible unless told otherwise
+        sampling = sampling_from_args(args)
+        backend = load_backend(args.backend, args.model, args.adapter, report=_stderr, precision=args.precision)
+        result = eval_answers(Path(args.squad), backend, sampling, limit=args.limit, seed=args.sample_seed, k=args.k,
+                              max_new_tokens=args.max_tokens, report=report)
     elif args.what == "grounding":
         from assistant.bench.grounding import evaluate
 
@@ -586,6 +605,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", required=True, choices=("ragtruth", "wice"))
     q.add_argument("--shipped", action="store_true",
                    help="score with the shipped calibration instead of refitting (refused for data it was fitted on)")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+    q = es.add_parser("answers", help="grounded answers end to end on SQuAD: gold answer found, refusals, loops, support")
+    q.add_argument("--squad", required=True, metavar="FILE", help="SQuAD 1.1 or 2.0 JSON file (2.0 adds unanswerable questions)")
+    q.add_argument("--limit", type=int, default=100, help="questions to ask, a seeded sample (default %(default)s)")
+    q.add_argument("--sample-seed", type=int, default=0, help="which questions (default %(default)s)")
+    q.add_argument("-k", "--sources", type=int, default=3, dest="k", help="sources per answer (default %(default)s)")
+    add_model_options(q)
+    add_sampling_options(q.add_argument_group("generation"))
     q.add_argument("--json", action="store_true", help="print one JSON line")
     q = es.add_parser("retrieval", help="Recall@k / MRR of dense, keyword and hybrid search on SQuAD")
     q.add_argument("--squad", required=True, metavar="FILE", help="SQuAD-format JSON file")

@@ -7,6 +7,7 @@ import random
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -19,15 +20,24 @@ from retrieval.search import MODES, search
 KS = (1, 5, 10)
 
 
-def load_squad(path: Path) -> tuple[list[tuple[str, str]], list[tuple[str, int]]]:
-    """Paragraphs as (title, text) and questions as (question, paragraph index)."""
+@dataclass(frozen=True)
+class SquadQuestion:
+    text: str
+    paragraph: int  # index into the paragraphs
+    answers: tuple[str, ...]  # gold answer strings (empty for SQuAD 2.0's unanswerable questions)
+    impossible: bool = False
+
+
+def load_squad(path: Path) -> tuple[list[tuple[str, str]], list[SquadQuestion]]:
+    """Paragraphs as (title, text) and their questions (SQuAD 1.1 or 2.0 JSON)."""
     data = json.loads(Path(path).read_text())
     paragraphs, questions = [], []
     for article in data["data"]:
         for para in article["paragraphs"]:
             idx = len(paragraphs)
             paragraphs.append((article["title"].replace("_", " "), para["context"]))
-            questions += [(qa["question"], idx) for qa in para["qas"]]
+            questions += [SquadQuestion(qa["question"], idx, tuple(a["text"] for a in qa["answers"]),
+                                        bool(qa.get("is_impossible"))) for qa in para["qas"]]
     return paragraphs, questions
 
 
@@ -80,14 +90,14 @@ def eval_squad(squad: Path, limit: int | None = None, report: Callable[[str], No
         base = baseline_rate(embedder.path, sample)
         report(f"plain sentence-transformers fp32: {base:.1f} chunks/s -> ingestion {ingest.chunks_per_s / base:.2f}x")
 
-        vectors = embedder.encode([q for q, _ in questions], batch_size=128)
+        vectors = embedder.encode([q.text for q in questions], batch_size=128)
         results = {}
         for mode in MODES:
             ranks = []
-            for (question, gold), vec in zip(questions, vectors):
-                hits = search(collection, question, k=30, mode=mode, query_vec=vec)
+            for q, vec in zip(questions, vectors):
+                hits = search(collection, q.text, k=30, mode=mode, query_vec=vec)
                 ranking = _doc_ranking(hits, path_to_para, 10)
-                ranks.append(ranking.index(gold) + 1 if gold in ranking else None)
+                ranks.append(ranking.index(q.paragraph) + 1 if q.paragraph in ranking else None)
             results[mode] = {
                 **{f"r{k}": round(sum(1 for r in ranks if r and r <= k) / len(ranks), 4) for k in KS},
                 "mrr10": round(sum(1 / r for r in ranks if r) / len(ranks), 4),
@@ -95,9 +105,9 @@ def eval_squad(squad: Path, limit: int | None = None, report: Callable[[str], No
             report(f"{mode:>8}: " + "  ".join(f"{k}={v}" for k, v in results[mode].items()))
 
         latencies = []
-        for question, _ in questions[:300]:
+        for q in questions[:300]:
             start = time.perf_counter()
-            search(collection, question, k=5, mode="hybrid")  # query embedding included
+            search(collection, q.text, k=5, mode="hybrid")  # query embedding included
             latencies.append((time.perf_counter() - start) * 1000)
         collection.close()
     return {

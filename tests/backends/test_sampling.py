@@ -48,7 +48,7 @@ def test_min_p_drops_tokens_below_fraction_of_max():
 def test_book_penalty_formulas():
     logits = torch.tensor([5.0, 5.0, 5.0])
     counts = torch.tensor([0.0, 1.0, 3.0])
-    out = apply_penalties(logits, counts, SamplingParams(frequency_penalty=0.5, presence_penalty=1.0))
+    out = apply_penalties(logits, counts, SamplingParams(frequency_penalty=0.5, presence_penalty=1.0, repetition_penalty=1.0))
     assert out.tolist() == [5.0, 5.0 - 0.5 - 1.0, 5.0 - 1.5 - 1.0]
 
 
@@ -59,7 +59,7 @@ def test_repetition_penalty_divides_positive_and_multiplies_negative():
 
 
 def test_sampler_counts_drive_penalties():
-    sampler = Sampler(SamplingParams(temperature=0, top_k=0, presence_penalty=10.0), vocab_size=3)
+    sampler = Sampler(SamplingParams(temperature=0, top_k=0, presence_penalty=10.0, repetition_penalty=1.0), vocab_size=3)
     logits = torch.tensor([3.0, 2.0, 0.0])
     first = int(sampler.sample(logits)[0])
     second = int(sampler.sample(logits)[0])
@@ -102,7 +102,8 @@ def test_logprob_is_the_models_unmodified_log_probability():
 
 
 def test_presets_match_the_documented_values():
-    assert (PRESETS["precise"].temperature, PRESETS["precise"].top_k) == (0.2, 10)
+    p = PRESETS["precise"]
+    assert (p.temperature, p.top_k, p.repetition_penalty) == (0.2, 10, 1.1) and SamplingParams() == p
     b = PRESETS["balanced"]
     assert (b.temperature, b.top_k, b.top_p) == (0.7, 50, 0.9)
     c = PRESETS["creative"]

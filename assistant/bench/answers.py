@@ -1,0 +1,119 @@
+"""`hearth eval answers`: grounded answers end to end on SQuAD, as a user gets them.
+
+The articles become a document collection; each sampled question goes through the same
+ChatSession a `hearth ask --docs` uses (retrieval, grounded prompt, generation, citations, check).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from assistant.bench.retrieval import load_squad
+from assistant.config import DEFAULT_MAX_NEW_TOKENS
+from assistant.conversation import ChatSession, DoneEvent
+from backends.base import Backend
+from backends.sampling import SamplingParams
+from retrieval.collection import Collection
+from retrieval.embedder import Embedder
+
+# How the model says the documents do not answer (Hearth's own abstention included). Used only to
+# count refusals; a refusal in other words counts as an answer.
+REFUSAL = re.compile(
+    r"\b(?:don'?t|do not|cannot|can'?t) (?:know|answer|find)\b"
+    r"|\bdo(?:es)?(?:n'?t| not) (?:contain|mention|provide|say|specify|state|include)\b"
+    r"|\bnot (?:mentioned|specified|stated|provided|given)\b"
+    r"|\bno (?:information|mention)\b",
+    re.IGNORECASE,
+)
+
+
+def normalise(text: str) -> str:
+    """SQuAD's answer normalisation: lower case, no punctuation or articles, single spaces."""
+    text = "".join(c for c in text.lower() if c not in string.punctuation)
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def contains_answer(reply: str, answers: tuple[str, ...]) -> bool:
+    reply = normalise(reply)
+    return any(normalise(a) and normalise(a) in reply for a in answers)
+
+
+def write_articles(paragraphs: list[tuple[str, str]], folder: Path) -> None:
+    """One Markdown file per article: its title, then its paragraphs."""
+    articles: dict[str, list[str]] = {}
+    for title, text in paragraphs:
+        articles.setdefault(title, []).append(text)
+    for n, (title, texts) in enumerate(articles.items()):
+        (folder / f"{n:03d}.md").write_text(f"# {title}\n\n" + "\n\n".join(texts) + "\n", encoding="utf-8")
+
+
+def _auroc(positive: list[float], negative: list[float]) -> float | None:
+    """P(a positive scores above a negative), ties counting half."""
+    if not positive or not negative:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in positive for n in negative)
+    return round(wins / (len(positive) * len(negative)), 4)
+
+
+def _rate(flags: list[bool]) -> float | None:
+    return round(sum(flags) / len(flags), 4) if flags else None
+
+
+def eval_answers(squad: Path, backend: Backend, sampling: SamplingParams, limit: int = 100, seed: int = 0,
+                 k: int = 3, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, report: Callable[[str], None] = print) -> dict:
+    """Answer a seeded sample of the file's questions from its own articles and score the replies."""
+    paragraphs, questions = load_squad(squad)
+    questions = random.Random(seed).sample(questions, min(limit, len(questions)))
+    with tempfile.TemporaryDirectory(prefix="hearth-answers-") as tmp:
+        docs = Path(tmp) / "docs"
+        docs.mkdir()
+        write_articles(paragraphs, docs)
+        collection = Collection("squad", embedder=Embedder(), root=Path(tmp) / "collections")
+        ingested = collection.ingest([docs])
+        report(f"{len(paragraphs)} paragraphs as {ingested.added} articles, {ingested.chunks} chunks; "
+               f"{len(questions)} questions")
+        rows = []
+        started = time.perf_counter()
+        for n, q in enumerate(questions, 1):
+            session = ChatSession(backend=backend, store=None, sampling=sampling, max_new_tokens=max_new_tokens,
+                                  collection=collection, k=k)
+            done = next(e for e in session.send(q.text) if isinstance(e, DoneEvent))
+            reply = done.message
+            rows.append({
+                "impossible": q.impossible,
+                "correct": (not q.impossible) and contains_answer(reply.content, q.answers),
+                "refused": bool(REFUSAL.search(reply.content)),
+                "cut": done.finish_reason == "length",
+                "tokens": reply.timings.completion_tokens,
+                "support": (reply.checks or {}).get("score"),
+            })
+            if n % 10 == 0 or n == len(questions):
+                elapsed = time.perf_counter() - started
+                report(f"{n}/{len(questions)} questions, {elapsed:.0f} s, "
+                       f"ETA {elapsed / n * (len(questions) - n):.0f} s")
+        collection.close()
+    answerable = [r for r in rows if not r["impossible"]]
+    unanswerable = [r for r in rows if r["impossible"]]
+    scored = [r for r in rows if r["support"] is not None]
+    return {
+        "n": len(rows),
+        "n_answerable": len(answerable),
+        "n_unanswerable": len(unanswerable),
+        "contains_gold": _rate([r["correct"] for r in answerable]),
+        "answerable_refused": _rate([r["refused"] for r in answerable]),
+        "unanswerable_refused": _rate([r["refused"] for r in unanswerable]),
+        "cut_at_max_tokens": _rate([r["cut"] for r in rows]),
+        "mean_completion_tokens": round(sum(r["tokens"] for r in rows) / len(rows), 1),
+        "mean_support": round(sum(r["support"] for r in scored) / len(scored), 4) if scored else None,
+        # does the check rank answers that contain the gold answer above those that do not?
+        "support_auroc_correct": _auroc([r["support"] for r in scored if r["correct"]],
+                                        [r["support"] for r in scored if not r["correct"] and not r["impossible"]]),
+        "sampling": sampling.to_dict(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
