@@ -317,3 +317,16 @@ async def test_reopening_shows_conversations_as_they_were(make_app, store):
         roles = [b.role for b in again.query(MessageBox)]
         assert roles == ["user", "assistant"]
         assert list(again.query(MessageBox))[0].body.source == "persist me"
+
+
+async def test_reply_left_by_a_crash_shows_as_interrupted(make_app, store):
+    conv = store.create_conversation(Conversation(title="crash", system_prompt="s"))
+    store.add_message(conv.id, Message(role="user", content="tell me a story"))
+    store.add_message(conv.id, Message(role="assistant", content="Once upon a", status="interrupted",
+                                       backend="hf", model="smollm2"))
+    app = make_app(conversation_id=conv.id)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        boxes = list(app.query(MessageBox))
+        assert [b.role for b in boxes] == ["user", "assistant"]
+        assert boxes[1].body.source == "Once upon a" and boxes[1].header_text.endswith(" · interrupted")
