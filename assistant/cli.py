@@ -67,9 +67,11 @@ def add_docs_options(p: argparse.ArgumentParser) -> None:
 
 
 def sampling_from_args(args: argparse.Namespace):
-    """SamplingParams from the command line; invalid values become a HearthError."""
+    """SamplingParams from the command line; invalid values (and --max-tokens) become a HearthError."""
     from backends.sampling import SamplingParams
 
+    if args.max_tokens < 1:
+        raise HearthError("--max-tokens must be at least 1")
     given = {name: getattr(args, name) for name in ("temperature", "top_k", "top_p", "repetition_penalty")}
     try:
         return SamplingParams(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
@@ -82,8 +84,6 @@ def open_session(args: argparse.Namespace, store):
     from assistant.conversation import ChatSession
     from backends.registry import load_backend
 
-    if args.max_tokens < 1:
-        raise HearthError("--max-tokens must be at least 1")
     sampling = sampling_from_args(args)
     if store is not None and args.conversation is not None:
         store.get_conversation(args.conversation)  # fail fast, before loading a model
@@ -422,8 +422,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         if not Path(args.squad).is_file():
             raise HearthError(f"no SQuAD file at {args.squad}")
-        if args.limit < 1 or args.max_tokens < 1:
-            raise HearthError("--limit and --max-tokens must be at least 1")
+        if args.limit < 1:
+            raise HearthError("--limit must be at least 1")
         if args.seed is None:
             args.seed = 0  # an evaluation is reproducible unless told otherwise
         sampling = sampling_from_args(args)

@@ -57,7 +57,7 @@ class SamplingParams:
 GREEDY = SamplingParams(temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
 
 PRESETS = {
-    "precise": SamplingParams(temperature=0.2, top_k=10, top_p=1.0, repetition_penalty=1.1),
+    "precise": SamplingParams(),  # the defaults
     "balanced": SamplingParams(temperature=0.7, top_k=50, top_p=0.9, repetition_penalty=1.0),
     "creative": SamplingParams(temperature=1.0, top_k=200, top_p=0.95, repetition_penalty=1.0),
 }

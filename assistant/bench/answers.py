@@ -54,11 +54,12 @@ def write_articles(paragraphs: list[tuple[str, str]], folder: Path) -> None:
 
 
 def _auroc(positive: list[float], negative: list[float]) -> float | None:
-    """P(a positive scores above a negative), ties counting half."""
+    """AUROC of positives against negatives (None when either is empty)."""
     if not positive or not negative:
         return None
-    wins = sum((p > n) + 0.5 * (p == n) for p in positive for n in negative)
-    return round(wins / (len(positive) * len(negative)), 4)
+    from sklearn.metrics import roc_auc_score
+
+    return round(float(roc_auc_score([1] * len(positive) + [0] * len(negative), positive + negative)), 4)
 
 
 def _rate(flags: list[bool]) -> float | None:
