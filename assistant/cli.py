@@ -32,6 +32,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="scratch backend weights: fp32 (reference), bf16, int8 (fastest on CPU)")
 
 
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "repetition_penalty")  # SamplingParams fields set from flags
+
+
 def add_sampling_options(g) -> None:
     from backends.sampling import SamplingParams
 
@@ -72,7 +75,7 @@ def sampling_from_args(args: argparse.Namespace):
 
     if args.max_tokens < 1:
         raise HearthError("--max-tokens must be at least 1")
-    given = {name: getattr(args, name) for name in ("temperature", "top_k", "top_p", "repetition_penalty")}
+    given = {name: getattr(args, name) for name in SAMPLING_OPTIONS}
     try:
         return SamplingParams(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:
@@ -193,6 +196,14 @@ def print_grounded(message) -> None:
             print(f"  [{s['rank']}] {s['path']} ({where}){heading}")
 
 
+def chat_settings(args: argparse.Namespace) -> dict:
+    """The chat UI's settings from the command line; sampling options given replace the preset."""
+    sampling = sampling_from_args(args)  # validates them (and --max-tokens) before the UI starts
+    given = any(getattr(args, name) is not None for name in (*SAMPLING_OPTIONS, "seed"))
+    return {"max_new_tokens": args.max_tokens, "on_unsupported": args.on_unsupported, "check": args.check,
+            **({"sampling": sampling.to_dict()} if given else {})}
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     from assistant.store import Store
 
@@ -207,7 +218,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     app = HearthApp(store=store, backend=args.backend, model=args.model, adapter=args.adapter, docs=args.docs,
                     conversation_id=args.conversation)
-    app.settings.update(max_new_tokens=args.max_tokens, on_unsupported=args.on_unsupported, check=args.check)
+    app.settings.update(chat_settings(args))
     if args.system:
         app.system_prompt = args.system
     app.run()

@@ -137,3 +137,17 @@ def test_killed_mid_reply_keeps_the_partial_reply(smollm2_dir, hearth_home):
     assert stored.strip()
     # both are prefixes of one reply: a save may run one token ahead of the print, or behind it
     assert stored.startswith(printed) or printed.startswith(stored)
+
+
+def test_chat_ui_takes_the_sampling_options():
+    from assistant.cli import build_parser, chat_settings
+    from assistant.errors import HearthError
+
+    settings = chat_settings(build_parser().parse_args(["chat", "--temperature", "0.5", "--seed", "3",
+                                                        "--max-tokens", "9"]))
+    assert settings["max_new_tokens"] == 9
+    assert (settings["sampling"]["temperature"], settings["sampling"]["seed"]) == (0.5, 3)
+    assert settings["sampling"]["top_k"] == 10  # what was not given keeps its default
+    assert "sampling" not in chat_settings(build_parser().parse_args(["chat"]))  # the preset applies
+    with pytest.raises(HearthError, match="temperature must be >= 0"):
+        chat_settings(build_parser().parse_args(["chat", "--temperature", "-1"]))
