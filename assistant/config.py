@@ -11,8 +11,13 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are Hearth, a helpful assistant running privately on the user's computer. "
     "Answer clearly and concisely."
 )
-DEFAULT_BACKEND = "hf"
 DEFAULT_MAX_NEW_TOKENS = 512
+DEFAULT_K = 3  # sources per grounded answer
+# What happens to a grounded answer whose support score is below the threshold: its unsupported
+# sentences are marked (annotate), it is retried once with a stricter instruction (regenerate),
+# or replaced by the refusal (abstain).
+POLICIES = ("annotate", "regenerate", "abstain")
+DEFAULT_POLICY = "annotate"
 # What a checked answer was asked to do; the hallucination check has a calibration per kind.
 # question: answer a question from retrieved passages (every grounded chat answer); summary:
 # summarise a document; data: describe structured (JSON) records; general: anything else.

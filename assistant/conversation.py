@@ -1,21 +1,22 @@
-"""The conversation manager: history, system prompt, context budget, streaming a reply."""
+"""The conversation manager: history, system prompt, context budget, streaming, checking and
+editing replies. The chat UI and the CLI call these operations and only present their results."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, Union
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterator, Union
 
 from assistant import chatml
 from assistant.chatml import ChatMessage
-from assistant.config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_SYSTEM_PROMPT, GROUNDING_GENERAL, GROUNDING_QUESTION
-from assistant.errors import ContextOverflow
+from assistant.config import GROUNDING_GENERAL, GROUNDING_QUESTION
+from assistant.errors import ContextOverflow, HearthError
 from assistant.records import Conversation, Message, Timings
+from assistant.settings import ChatSettings
 from assistant.store import Store
 from backends.base import Backend, GenerationParams
-from backends.sampling import SamplingParams
 from backends.tokenizer import ChatTokenizer, StreamDecoder
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TITLE_CHARS = 60
-POLICIES = ("annotate", "regenerate", "abstain")
 SAVE_EVERY_S = 1.0  # a streaming reply is stored at least this often (what a crash can lose)
 
 
@@ -114,38 +114,89 @@ def fit_context(
     return PromptPlan(ids=ids, dropped_messages=dropped, max_new_tokens=budget)
 
 
-@dataclass
+def stored_settings(store: Store, conversation_id: int, current: ChatSettings) -> ChatSettings:
+    """`current` with a stored conversation's own settings and system prompt taken over
+    (ConversationNotFound if the id is unknown); the model stays current's."""
+    conv = store.get_conversation(conversation_id)
+    return current.resumed(ChatSettings.from_dict(conv.settings, system_prompt=conv.system_prompt))
+
+
+def open_session(settings: ChatSettings, store: Store | None = None, conversation_id: int | None = None,
+                 backend: Backend | None = None, collection: "Collection | None" = None,
+                 report: Callable[[str], None] | None = None) -> "ChatSession":
+    """The one way a chat is opened: a new conversation, or a stored one to continue.
+
+    The conversation and the collection are checked before the model loads (a typo fails fast).
+    `backend` is a model already loaded for these settings, else it is loaded here; `collection`
+    is settings.collection already opened (an evaluation's own), else it is opened by name.
+    """
+    conversation = None
+    if conversation_id is not None:
+        if store is None:
+            raise HearthError("continuing a conversation needs history; drop --no-history")
+        conversation = store.get_conversation(conversation_id)
+    if collection is None:
+        collection = open_collection(settings.collection)
+    if backend is None:
+        from backends.registry import load_backend
+
+        backend = load_backend(settings.backend, settings.model, settings.adapter, report=report,
+                               precision=settings.precision)
+    session = ChatSession(backend, settings, store=store, collection=collection)
+    if conversation is not None:
+        session.conversation = conversation
+        session.messages = [m for m in store.messages(conversation.id) if m.role != "system"]
+        session.save_settings()
+    return session
+
+
+def open_collection(name: str | None) -> "Collection | None":
+    """The named document collection (HearthError if there is none), or None."""
+    if name is None:
+        return None
+    from retrieval.collection import Collection
+
+    return Collection(name, create=False)
+
+
 class ChatSession:
-    """One conversation bound to a backend, stored as it goes (unless store is None)."""
+    """One conversation bound to a backend and its settings, stored as it goes (unless store is None)."""
 
-    backend: Backend
-    store: Store | None = None
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    messages: list[Message] = field(default_factory=list)
-    conversation: Conversation | None = None
-    last_plan: PromptPlan | None = None
-    collection: "Collection | None" = None  # answer from these documents when set
-    k: int = 3  # sources per grounded answer
-    on_unsupported: str = "annotate"  # grounded answers below the support threshold: see POLICIES
-    check_answers: bool = False  # also check answers without documents, against the conversation
-    self_check: int = 0  # re-sampled answers for self-consistency (0 = off)
-    save_every_s: float = SAVE_EVERY_S  # how often a streaming reply is written to the store
-    _turn: "tuple[str, list[ChatMessage]] | None" = field(default=None, repr=False)
-
-    @classmethod
-    def resume(cls, backend: Backend, store: Store, conversation_id: int, **kwargs) -> "ChatSession":
-        """Continue a stored conversation (ConversationNotFound if the id is unknown)."""
-        conv = store.get_conversation(conversation_id)
-        session = cls(backend=backend, store=store, system_prompt=conv.system_prompt, **kwargs)
-        session.conversation = conv
-        session.messages = [m for m in store.messages(conversation_id) if m.role != "system"]
-        return session
+    def __init__(self, backend: Backend, settings: ChatSettings | None = None, store: Store | None = None,
+                 collection: "Collection | None" = None, save_every_s: float = SAVE_EVERY_S):
+        """Prefer open_session; `collection` is settings.collection already opened."""
+        self.backend = backend
+        self.settings = settings or ChatSettings()
+        if (collection.name if collection else None) != self.settings.collection:
+            raise ValueError("collection must be the opened settings.collection")
+        self.collection = collection
+        self.store = store
+        self.save_every_s = save_every_s  # how often a streaming reply is written to the store
+        self.conversation: Conversation | None = None
+        self.messages: list[Message] = []
+        self.last_plan: PromptPlan | None = None
 
     @property
     def conversation_id(self) -> int | None:
         return self.conversation.id if self.conversation else None
+
+    # -- settings ---------------------------------------------------------------------------------
+    def configure(self, **changes) -> ChatSettings:
+        """Change settings for the next replies (a new collection is opened first); stored with the
+        conversation. Model fields are the caller's to reload: set `backend` to the loaded one."""
+        settings = self.settings.replace(**changes)
+        if settings.collection != self.settings.collection:
+            self.collection = open_collection(settings.collection)
+        self.settings = settings
+        self.save_settings()
+        return settings
+
+    def save_settings(self) -> None:
+        """Store the settings and the model with the conversation (if it is stored yet)."""
+        if self.store is not None and self.conversation is not None:
+            self.store.update_conversation(self.conversation.id, settings=self.settings.to_dict(),
+                                           system_prompt=self.settings.system_prompt,
+                                           backend=self.backend.name, model=self.backend.model_id)
 
     def _ensure_conversation(self, first_user_text: str) -> None:
         if self.store is None or self.conversation is not None:
@@ -154,10 +205,10 @@ class ChatSession:
         self.conversation = self.store.create_conversation(
             Conversation(
                 title=title,
-                system_prompt=self.system_prompt,
+                system_prompt=self.settings.system_prompt,
                 backend=self.backend.name,
                 model=self.backend.model_id,
-                settings={"sampling": self.sampling.to_dict(), "max_new_tokens": self.max_new_tokens},
+                settings=self.settings.to_dict(),
             )
         )
 
@@ -170,6 +221,64 @@ class ChatSession:
                 self.store.replace_message(message)
         return message
 
+    # -- editing the conversation -------------------------------------------------------------------
+    def _forget(self, messages: list[Message]) -> None:
+        for m in messages:
+            if self.store is not None and m.id is not None:
+                self.store.delete_message(m.id)
+
+    def clear(self) -> None:
+        """Delete every message (the conversation and its settings stay)."""
+        self._forget(self.messages)
+        self.messages.clear()
+
+    def delete_last_message(self) -> Message | None:
+        """Delete the newest message; returns it (None when there is none)."""
+        if not self.messages:
+            return None
+        message = self.messages.pop()
+        self._forget([message])
+        return message
+
+    def drop_last_exchange(self) -> str | None:
+        """Delete the last user message and everything after it; returns that message's text."""
+        users = [i for i, m in enumerate(self.messages) if m.role == "user"]
+        if not users:
+            return None
+        dropped = self.messages[users[-1]:]
+        self._forget(dropped)
+        del self.messages[users[-1]:]
+        return dropped[0].content
+
+    def edit_last(self, text: str, cancel: threading.Event | None = None) -> Iterator[Event]:
+        """Replace the last user message by `text` and answer it anew."""
+        if self.drop_last_exchange() is None:
+            raise HearthError("there is no message to edit yet")
+        yield from self.send(text, cancel)
+
+    def last_reply(self) -> Message | None:
+        """The newest assistant message, if any."""
+        return next((m for m in reversed(self.messages) if m.role == "assistant"), None)
+
+    def last_code_block(self) -> str:
+        """The body of the last fenced code block in the last reply (HearthError if it has none)."""
+        reply = self.last_reply()
+        blocks = reply.content.split("```")[1::2] if reply else []
+        if not blocks:
+            raise HearthError("the last reply has no code block")
+        block = blocks[-1]
+        return block.split("\n", 1)[1] if "\n" in block else block
+
+    def export(self, fmt: str) -> str:
+        """This conversation in an export format (export.FORMATS); HearthError before the first message."""
+        from assistant.export import export
+
+        if self.store is None or self.conversation is None:
+            raise HearthError("nothing to export yet")
+        conv = self.store.get_conversation(self.conversation.id)
+        return export(conv, self.store.messages(conv.id), fmt)
+
+    # -- replies ------------------------------------------------------------------------------------
     def history_for_model(self) -> list[ChatMessage]:
         """Stored messages as the model sees them (failed replies left out)."""
         return [
@@ -180,44 +289,39 @@ class ChatSession:
 
     def plan(self, current: list[ChatMessage], history: list[ChatMessage]) -> PromptPlan:
         """Fit system prompt, history and the current turn into the backend's context."""
-        system = ChatMessage("system", self.system_prompt) if self.system_prompt else None
-        return fit_context(
-            system, history, current, self.backend.tokenizer,
-            self.backend.context_length, self.max_new_tokens,
-        )
+        prompt = self.settings.system_prompt
+        system = ChatMessage("system", prompt) if prompt else None
+        return fit_context(system, history, current, self.backend.tokenizer,
+                           self.backend.context_length, self.settings.max_new_tokens)
 
     def send(self, user_text: str, cancel: threading.Event | None = None) -> Iterator[Event]:
-        """Store the user turn, then stream the reply as events; the reply is stored at the end."""
+        """Store the user turn, then stream the reply as events; the reply is stored as it streams."""
         history = self.history_for_model()
         plan, sources = self._plan_turn(user_text, history)  # raises before anything is stored
         self._ensure_conversation(user_text)
         self.messages.append(self._save(Message(role="user", content=user_text)))
-        yield from self._reply(plan, sources, cancel)
+        yield from self._reply(user_text, history, plan, sources, cancel)
 
     def regenerate(self, cancel: threading.Event | None = None) -> Iterator[Event]:
         """Replace the last reply with a new one for the same user turn."""
         if self.messages and self.messages[-1].role == "assistant":
-            old = self.messages.pop()
-            if self.store is not None and old.id is not None:
-                self.store.delete_message(old.id)
+            self.delete_last_message()
         if not self.messages or self.messages[-1].role != "user":
-            raise ValueError("there is no user message to answer")
+            raise HearthError("there is no user message to answer")
         history = self.history_for_model()
-        plan, sources = self._plan_turn(history[-1].content, history[:-1])
-        yield from self._reply(plan, sources, cancel)
+        question, history = history[-1].content, history[:-1]
+        plan, sources = self._plan_turn(question, history)
+        yield from self._reply(question, history, plan, sources, cancel)
 
     def _plan_turn(self, text: str, history: list[ChatMessage]) -> "tuple[PromptPlan | None, list[Source] | None]":
         """The prompt for a user turn; with documents on, also its sources (plan None = abstain)."""
-        if self.on_unsupported not in POLICIES:
-            raise ValueError(f"on_unsupported must be one of {', '.join(POLICIES)}")
-        self._turn = (text, history)
         if self.collection is None:
             return self.plan([ChatMessage("user", text)], history), None
         from assistant import rag
         from retrieval.search import dense_scores, search
 
         query_vec = self.collection.embedder.encode([text])[0]
-        hits = search(self.collection, text, k=self.k, mode="hybrid", query_vec=query_vec)
+        hits = search(self.collection, text, k=self.settings.k, mode="hybrid", query_vec=query_vec)
         best = dense_scores(self.collection, query_vec, 1)
         sources = rag.sources_from_hits(hits)
         if not best or best[0][1] < rag.MIN_RELEVANCE:
@@ -235,31 +339,124 @@ class ChatSession:
         from assistant import rag
 
         system, current = rag.grounded_messages(text, sources, strict)
+        wanted = self.settings.max_new_tokens
         try:
-            plan = fit_context(system, history, current, self.backend.tokenizer,
-                               self.backend.context_length, self.max_new_tokens)
+            plan = fit_context(system, history, current, self.backend.tokenizer, self.backend.context_length, wanted)
         except ContextOverflow:
             return None
-        return plan if plan.max_new_tokens >= min(self.max_new_tokens, 256) else None
+        return plan if plan.max_new_tokens >= min(wanted, 256) else None
 
-    def _reply(self, plan: PromptPlan | None, sources: "list[Source] | None",
-               cancel: threading.Event | None) -> Iterator[Event]:
-        if plan is not None:
-            yield from self._generate(plan, cancel, sources)
+    def _new_reply(self, sources: "list[Source] | None", content: str = "", status: str = "interrupted") -> Message:
+        s = self.settings
+        return Message(role="assistant", content=content, status=status, backend=self.backend.name,
+                       model=self.backend.model_id, sources=[src.to_dict() for src in sources or []],
+                       settings={"sampling": s.sampling.to_dict(), "max_new_tokens": s.max_new_tokens,
+                                 "precision": self.backend.precision, "adapter": self.backend.adapter})
+
+    def _reply(self, question: str, history: list[ChatMessage], plan: PromptPlan | None,
+               sources: "list[Source] | None", cancel: threading.Event | None) -> Iterator[Event]:
+        """Stream the reply, then check it and apply the policy; store it; end with a DoneEvent."""
+        if plan is None:  # the documents hold nothing relevant: abstain without a model call
+            from assistant.rag import ABSTAIN
+
+            reply = self._new_reply(sources, ABSTAIN, status="stop")
+            self.messages.append(self._save(reply))
+            yield TokenEvent(ABSTAIN, -1, 0.0)
+            yield DoneEvent(reply, "stop", reply.timings)
             return
-        from assistant.rag import ABSTAIN  # the documents hold nothing relevant: no model call
-
-        reply = Message(role="assistant", content=ABSTAIN, status="stop", backend=self.backend.name,
-                        model=self.backend.model_id, sources=[s.to_dict() for s in sources or []])
+        reply = self._new_reply(sources)
+        finish, error = yield from self._stream(plan, reply, cancel)
+        checked = sources is not None or self.settings.check
+        if checked and finish in ("stop", "length") and reply.content.strip():
+            self._save(reply)  # still "interrupted": the check (and a retry) can take a while
+            try:
+                reply.content, reply.checks = self._checked(question, history, reply.content, sources, cancel)
+            except Exception as exc:  # the reply is kept even when its check fails
+                log.exception("grounding check failed")
+                error = error or f"grounding check failed: {type(exc).__name__}: {exc}"
+        reply.status = finish
         self.messages.append(self._save(reply))
-        yield TokenEvent(ABSTAIN, -1, 0.0)
-        yield DoneEvent(reply, "stop", reply.timings)
+        yield DoneEvent(reply, finish, reply.timings, error)
 
-    def _check(self, answer: str, sources: "list[Source] | None", samples: list[str]):
+    def _stream(self, plan: PromptPlan, reply: Message, cancel: threading.Event | None):
+        """Yield TokenEvents into `reply`, which is stored as "interrupted" every save_every_s (so a
+        crash loses at most that much); returns (finish reason, error). If the consumer stops
+        listening (Ctrl+C, window closed), the reply so far is stored as cancelled."""
+        self.last_plan = plan
+        tokenizer = self.backend.tokenizer
+        decoder = StreamDecoder(tokenizer)
+        content_ids: list[int] = []
+        steps = 0
+        finish, error = "length", None
+        start = saved_at = time.perf_counter()
+        first_at = last_at = None
+
+        def settle() -> None:
+            reply.content = tokenizer.decode(content_ids)
+            reply.timings = Timings(
+                ttft_s=(first_at - start) if first_at else None,
+                decode_tok_s=((steps - 1) / (last_at - first_at)) if steps > 1 and last_at > first_at else None,
+                prompt_tokens=len(plan.ids),
+                completion_tokens=steps,
+            )
+
+        stream = self.backend.stream(plan.ids, GenerationParams(self.settings.sampling, plan.max_new_tokens), cancel)
+        try:
+            for step in stream:
+                last_at = time.perf_counter()
+                first_at = first_at or last_at
+                steps += 1
+                if step.token_id in tokenizer.stop_ids:
+                    finish = "stop"
+                    break
+                content_ids.append(step.token_id)
+                if last_at - saved_at >= self.save_every_s:
+                    reply.content = tokenizer.decode(content_ids)
+                    self._save(reply)
+                    saved_at = last_at
+                yield TokenEvent(decoder.push(step.token_id), step.token_id, step.logprob)
+            if finish != "stop" and cancel is not None and cancel.is_set():
+                finish = "cancelled"
+        except GeneratorExit:
+            stream.close()
+            settle()
+            reply.status = "cancelled"
+            self.messages.append(self._save(reply))
+            raise
+        except Exception as exc:  # a backend failure ends this reply, not the session
+            log.exception("generation failed")
+            finish, error = "error", f"{type(exc).__name__}: {exc}"
+        stream.close()
+        settle()
+        return finish, error
+
+    def _checked(self, question: str, history: list[ChatMessage], answer: str, sources: "list[Source] | None",
+                 cancel: threading.Event | None) -> tuple[str, dict]:
+        """(content, checks as stored) of an answer: checked, then the unsupported-answer policy applied."""
+        samples = self._samples(cancel)  # once per reply: a retry is compared with them too
+        content, checks = self._check(question, answer, sources, samples)
+        policy = self.settings.on_unsupported
+        if checks.supported or sources is None or policy == "annotate":
+            return content, checks.to_dict()
+        if policy == "abstain":
+            from assistant.rag import ABSTAIN
+
+            return ABSTAIN, {"score": checks.score, "threshold": checks.threshold, "sentences": [],
+                             "policy": "abstain", "replaced": content}
+        plan = self._grounded_plan(question, history, sources, strict=True)  # regenerate
+        if plan is None or (cancel is not None and cancel.is_set()):
+            return content, checks.to_dict()
+        retry = self._complete(plan, GenerationParams(self.settings.sampling, plan.max_new_tokens), cancel)
+        if not retry.strip():
+            return content, checks.to_dict()
+        retry, retry_checks = self._check(question, retry, sources, samples)
+        keep = (retry, retry_checks) if (retry_checks.score or 0) > (checks.score or 0) else (content, checks)
+        return keep[0], keep[1].to_dict() | {"policy": "regenerate", "retried": True}
+
+    def _check(self, question: str, answer: str, sources: "list[Source] | None", samples: list[str]):
         """(answer with citations added, its Checks) against the sources, or against the conversation."""
         from assistant import grounding, rag
 
-        question = self._turn[0] if self._turn else ""
         kind = check_kind(sources is not None)
         if sources is not None:
             checks = grounding.check(answer, [(s.chunk_id, s.text) for s in sources], self.collection.embedder,
@@ -283,92 +480,9 @@ class ChatSession:
 
     def _samples(self, cancel: threading.Event | None) -> list[str]:
         """self_check re-sampled answers to the last prompt (balanced preset), for self-consistency."""
-        from backends.sampling import PRESETS
+        from backends.params import PRESETS
 
-        if not self.self_check or self.last_plan is None:
+        if not self.settings.self_check or self.last_plan is None:
             return []
         params = GenerationParams(PRESETS["balanced"], self.last_plan.max_new_tokens)
-        return [self._complete(self.last_plan, params, cancel) for _ in range(self.self_check)]
-
-    def _apply_policy(self, content: str, checks, sources: "list[Source] | None", samples: list[str],
-                      params: GenerationParams, cancel: threading.Event | None):
-        """(content, checks) after the on_unsupported policy for an answer below the threshold."""
-        from assistant.rag import ABSTAIN
-
-        if checks.supported or sources is None or self.on_unsupported == "annotate":
-            return content, checks.to_dict()
-        if self.on_unsupported == "abstain":
-            return ABSTAIN, {"score": checks.score, "sentences": [], "policy": "abstain", "replaced": content}
-        text, history = self._turn
-        plan = self._grounded_plan(text, history, sources, strict=True)
-        if plan is None or (cancel is not None and cancel.is_set()):
-            return content, checks.to_dict()
-        retry = self._complete(plan, GenerationParams(params.sampling, plan.max_new_tokens), cancel)
-        if not retry.strip():
-            return content, checks.to_dict()
-        retry, retry_checks = self._check(retry, sources, samples)
-        keep = (retry, retry_checks) if (retry_checks.score or 0) > (checks.score or 0) else (content, checks)
-        return keep[0], keep[1].to_dict() | {"policy": "regenerate", "retried": True}
-
-    def _generate(self, plan: PromptPlan, cancel: threading.Event | None,
-                  sources: "list[Source] | None" = None) -> Iterator[Event]:
-        self.last_plan = plan
-        tokenizer = self.backend.tokenizer
-        params = GenerationParams(self.sampling, plan.max_new_tokens)
-        decoder = StreamDecoder(tokenizer)
-        # Stored as "interrupted" while it streams and rewritten every SAVE_EVERY_S, so a crash or a
-        # killed process loses at most that much of the reply; the end of the reply stores its real status.
-        reply = Message(
-            role="assistant", content="", status="interrupted", backend=self.backend.name,
-            model=self.backend.model_id, sources=[s.to_dict() for s in sources or []],
-            settings={"sampling": self.sampling.to_dict(), "max_new_tokens": params.max_new_tokens},
-        )
-        content_ids: list[int] = []
-        steps = 0
-        finish, error = "length", None
-        start = saved_at = time.perf_counter()
-        first_at = last_at = None
-        stream = self.backend.stream(plan.ids, params, cancel)
-        try:
-            for step in stream:
-                last_at = time.perf_counter()
-                first_at = first_at or last_at
-                steps += 1
-                if step.token_id in tokenizer.stop_ids:
-                    finish = "stop"
-                    break
-                content_ids.append(step.token_id)
-                if last_at - saved_at >= self.save_every_s:
-                    reply.content = tokenizer.decode(content_ids)
-                    self._save(reply)
-                    saved_at = last_at
-                yield TokenEvent(decoder.push(step.token_id), step.token_id, step.logprob)
-            if finish != "stop" and cancel is not None and cancel.is_set():
-                finish = "cancelled"
-        except GeneratorExit:  # the consumer stopped listening (Ctrl+C, window closed)
-            finish = "cancelled"
-            raise
-        except Exception as exc:  # a backend failure ends this reply, not the session
-            log.exception("generation failed")
-            finish, error = "error", f"{type(exc).__name__}: {exc}"
-        finally:
-            stream.close()
-            reply.timings = Timings(
-                ttft_s=(first_at - start) if first_at else None,
-                decode_tok_s=((steps - 1) / (last_at - first_at)) if steps > 1 and last_at > first_at else None,
-                prompt_tokens=len(plan.ids),
-                completion_tokens=steps,
-            )
-            reply.content = tokenizer.decode(content_ids)
-            if (sources is not None or self.check_answers) and finish in ("stop", "length") and reply.content.strip():
-                self._save(reply)  # still "interrupted": the check (and a retry) can take a while
-                try:
-                    samples = self._samples(cancel)  # once per reply: the retry is compared with them too
-                    content, found = self._check(reply.content, sources, samples)
-                    reply.content, reply.checks = self._apply_policy(content, found, sources, samples, params, cancel)
-                except Exception as exc:  # the reply is kept even when its check fails
-                    log.exception("grounding check failed")
-                    error = error or f"grounding check failed: {type(exc).__name__}: {exc}"
-            reply.status = finish
-            self.messages.append(self._save(reply))
-        yield DoneEvent(reply, finish, reply.timings, error)
+        return [self._complete(self.last_plan, params, cancel) for _ in range(self.settings.self_check)]

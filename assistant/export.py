@@ -47,3 +47,13 @@ def export(conv: Conversation, messages: list[Message], fmt: str) -> str:
     if fmt == "chatml":
         return json.dumps(to_chatml_record(conv, messages), ensure_ascii=False)
     raise ValueError(f"unknown export format {fmt!r}; choose one of {FORMATS}")
+
+
+ALL = "chatml-all"  # every conversation as ChatML JSONL: a finetuning set
+SUFFIXES = {"md": "md", "json": "json", "chatml": "jsonl", ALL: "jsonl"}
+
+
+def export_all(store) -> str:
+    """Every stored conversation as ChatML JSONL, one training example per line."""
+    return "\n".join(json.dumps(to_chatml_record(c, store.messages(c.id)), ensure_ascii=False)
+                     for c in store.list_conversations())

@@ -9,7 +9,6 @@ from assistant.chatml import ChatMessage
 from backends.tokenizer import IM_END, IM_START
 
 ABSTAIN = "I don't know based on the documents."
-DEFAULT_K = 3
 # Below this cosine between the question and its best chunk, the documents are taken not to
 # contain the answer and Hearth abstains without asking the model.
 MIN_RELEVANCE = 0.25

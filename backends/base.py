@@ -1,15 +1,19 @@
-"""The backend protocol: what the conversation manager needs from any local model."""
+"""The backend protocol: what the conversation manager needs from any local model.
+
+No torch here: the command line and the chat UI import this without loading the model stack.
+"""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Protocol, runtime_checkable
 
-import torch
+from backends.params import SamplingParams
 
-from backends.sampling import Sampler, SamplingParams
-from backends.tokenizer import ChatTokenizer
+if TYPE_CHECKING:
+    from backends.tokenizer import ChatTokenizer
 
 
 @dataclass(frozen=True)
@@ -37,8 +41,10 @@ class Backend(Protocol):
     """A local model that streams tokens for ChatML prompt ids."""
 
     name: str  # "hf", "scratch", ...
-    model_id: str  # what the user would pass as --model, for the record
-    tokenizer: ChatTokenizer
+    model_id: str  # the model as the user would pass it to --model (a folder path)
+    precision: str  # the weights' precision (registry.PRECISIONS)
+    adapter: str | None  # the LoRA adapter folder applied on top, if any
+    tokenizer: "ChatTokenizer"
     context_length: int
 
     def stream(
@@ -51,28 +57,9 @@ class Backend(Protocol):
         ...
 
 
-def decode_loop(
-    first_logits: torch.Tensor,
-    next_logits: Callable[[torch.Tensor], torch.Tensor],
-    params: GenerationParams,
-    vocab_size: int,
-    stop_ids: frozenset[int],
-    cancel: threading.Event | None = None,
-) -> Iterator[TokenStep]:
-    """The shared decode loop: sample, yield, feed the token back, until a stop condition.
-
-    `first_logits` are the prefill's last-position logits; `next_logits(token)` runs one decode
-    step for a 1-element id tensor and returns the next 1-D logits.
-    """
-    sampler = Sampler(params.sampling, vocab_size, device=first_logits.device)
-    logits = first_logits
-    for produced in range(params.max_new_tokens):
-        if cancel is not None and cancel.is_set():
-            return
-        picked = sampler.sample(logits)
-        token_id, logprob = picked.tolist()  # the one host sync per token
-        token_id = int(token_id)
-        yield TokenStep(token_id, logprob)
-        if token_id in stop_ids or produced + 1 == params.max_new_tokens:
-            return
-        logits = next_logits(picked[:1].long())
+def label(backend: Backend) -> str:
+    """A short display name: "hf: smollm2-135m-instruct", "+ adapter" and non-fp32 precision added."""
+    text = f"{backend.name}: {Path(str(backend.model_id)).name}"
+    if backend.adapter:
+        text += f" + {Path(backend.adapter).name}"
+    return text + (f" ({backend.precision})" if backend.precision != "fp32" else "")

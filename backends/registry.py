@@ -1,14 +1,36 @@
-"""The one place that turns (backend name, model, adapter) into a loaded backend."""
+"""The one place that turns chat settings (backend, model, adapter, precision) into a loaded backend.
+
+Importing this module loads no model code: the choices below are read by the command line,
+the chat UI and the tests.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from assistant.errors import HearthError, ModelNotFound
-from backends.base import Backend
+
+if TYPE_CHECKING:
+    from backends.base import Backend
 
 BACKENDS = ("hf", "scratch")
+DEFAULT_BACKEND = "hf"
+PRECISIONS = ("fp32", "bf16", "int8")  # bf16 and int8 are the scratch engine's
+DEFAULT_PRECISION = "fp32"
+CPU_ONLY_PRECISIONS = ("int8",)  # PyTorch's int8 weight kernel is a CPU kernel
+
+
+def check_choice(backend: str, adapter: str | None, precision: str) -> None:
+    """Raise a HearthError for a backend, adapter and precision that do not go together."""
+    if backend not in BACKENDS:
+        raise HearthError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}.")
+    if precision not in PRECISIONS:
+        raise HearthError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}.")
+    if backend == "scratch" and adapter is not None:
+        raise HearthError("the scratch backend takes merged weights: run `hearth train merge` first.")
+    if backend == "hf" and precision != DEFAULT_PRECISION:
+        raise HearthError("--precision applies to the scratch backend; the hf backend picks bf16 on GPU itself.")
 
 
 def resolve_model(model: str | Path | None, report: Callable[[str], None] | None = None) -> Path:
@@ -24,28 +46,21 @@ def resolve_model(model: str | Path | None, report: Callable[[str], None] | None
 
 
 def load_backend(
-    name: str = "hf",
+    name: str = DEFAULT_BACKEND,
     model: str | Path | None = None,
     adapter: str | Path | None = None,
     report: Callable[[str], None] | None = None,
-    precision: str = "fp32",
-) -> Backend:
+    precision: str = DEFAULT_PRECISION,
+) -> "Backend":
     """Load a backend by name; errors a user can cause raise HearthError."""
-    if name not in BACKENDS:
-        raise HearthError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}.")
+    check_choice(name, None if adapter is None else str(adapter), precision)
     if adapter is not None and not Path(adapter).expanduser().exists():
         raise ModelNotFound(f"adapter folder {adapter} does not exist.")
     model_dir = resolve_model(model, report)
     if name == "scratch":
-        if adapter is not None:
-            raise HearthError("the scratch backend takes merged weights: run `hearth train merge` first.")
-        from backends.scratch.backend import PRECISIONS, ScratchBackend
+        from backends.scratch.backend import ScratchBackend
 
-        if precision not in PRECISIONS:
-            raise HearthError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}.")
         return ScratchBackend(model_dir, precision=precision)
-    if precision != "fp32":
-        raise HearthError("--precision applies to the scratch backend; the hf backend picks bf16 on GPU itself.")
     from backends.hf.backend import HFBackend
 
     return HFBackend(model_dir, adapter=Path(adapter).expanduser() if adapter else None)

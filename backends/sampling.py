@@ -7,60 +7,13 @@ Penalties count the tokens generated so far in this reply. Temperature 0 means g
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import threading
+from typing import Callable, Iterator
 
 import torch
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to choose the next token."""
-
-    # Defaults are the "precise" preset: small models answer facts far more reliably at a low
-    # temperature (SmolLM2-135M: 10/10 seeds say Paris at T 0.2, 7/10 at T 0.7), and at a low
-    # temperature they loop: a mild repetition penalty stopped that (SQuAD grounded answers cut at
-    # max tokens: 22% without it, 2.5% at 1.1; docs/BENCHMARKS.md, `hearth eval answers`).
-    temperature: float = 0.2
-    top_k: int = 10
-    top_p: float = 1.0
-    min_p: float = 0.0
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    repetition_penalty: float = 1.1
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if not self.temperature >= 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not 0 <= self.min_p < 1:
-            raise ValueError(f"min_p must be in [0, 1), got {self.min_p}")
-        if not self.repetition_penalty > 0:
-            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SamplingParams":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-
-GREEDY = SamplingParams(temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
-
-PRESETS = {
-    "precise": SamplingParams(),  # the defaults
-    "balanced": SamplingParams(temperature=0.7, top_k=50, top_p=0.9, repetition_penalty=1.0),
-    "creative": SamplingParams(temperature=1.0, top_k=200, top_p=0.95, repetition_penalty=1.0),
-}
+from backends.base import GenerationParams, TokenStep
+from backends.params import SamplingParams
 
 
 def apply_penalties(
@@ -136,3 +89,30 @@ class Sampler:
         if self._needs_counts:
             self.counts.index_add_(0, token, torch.ones(1, device=self.counts.device))
         return torch.cat([token.double(), logprobs.gather(-1, token).double()])
+
+
+def decode_loop(
+    first_logits: torch.Tensor,
+    next_logits: Callable[[torch.Tensor], torch.Tensor],
+    params: GenerationParams,
+    vocab_size: int,
+    stop_ids: frozenset[int],
+    cancel: threading.Event | None = None,
+) -> Iterator[TokenStep]:
+    """The shared decode loop: sample, yield, feed the token back, until a stop condition.
+
+    `first_logits` are the prefill's last-position logits; `next_logits(token)` runs one decode
+    step for a 1-element id tensor and returns the next 1-D logits.
+    """
+    sampler = Sampler(params.sampling, vocab_size, device=first_logits.device)
+    logits = first_logits
+    for produced in range(params.max_new_tokens):
+        if cancel is not None and cancel.is_set():
+            return
+        picked = sampler.sample(logits)
+        token_id, logprob = picked.tolist()  # the one host sync per token
+        token_id = int(token_id)
+        yield TokenStep(token_id, logprob)
+        if token_id in stop_ids or produced + 1 == params.max_new_tokens:
+            return
+        logits = next_logits(picked[:1].long())

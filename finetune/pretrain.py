@@ -46,7 +46,7 @@ PRESETS = {
 def sample_text(model: DecoderLanguageModel, tokenizer: ChatTokenizer, prompt: list[int], n: int = 48) -> str:
     """A greedy continuation (for progress reports)."""
     from backends.base import GenerationParams
-    from backends.sampling import GREEDY
+    from backends.params import GREEDY
 
     was_training = model.training
     engine = Engine(model, max_len=min(model.config.context_length, len(prompt) + n + 1),

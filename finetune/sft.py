@@ -6,7 +6,7 @@ import json
 import logging
 import math
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,6 +24,33 @@ HF_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 SCRATCH_LORA_TARGETS = ["W_Q", "W_K", "W_V", "W_O"]
 
 
+@dataclass(frozen=True)
+class LoraSettings:
+    """The adapter to train: rank, scaling, dropout, and which linear layers get one."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    targets: tuple[str, ...] | None = None  # default: HF_LORA_TARGETS or SCRATCH_LORA_TARGETS
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """What to finetune, on what data; the optimiser's settings are TrainConfig's (`overrides`)."""
+
+    data: Path
+    out: Path
+    base: Path | None = None  # an HF folder or scratch checkpoint; default: the bundled SmolLM2
+    lora: LoraSettings | None = None  # None: train all weights
+    epochs: float = 3.0
+    patience: int | None = 2  # early stop after this many evaluations without improvement
+    max_len: int = 512  # tokens per example
+    val_data: Path | None = None  # default: hold out 10%
+    system: str | None = None  # system prompt added to examples without one
+    limit: int | None = None  # use only the first N examples
+    resume: Path | None = None  # continue exactly from this checkpoint folder
+
+
 def load_base(base: Path) -> tuple[torch.nn.Module, str]:
     """(model, kind) where kind is "scratch" for our checkpoints and "hf" for transformers folders."""
     if not (base / "config.json").is_file():
@@ -35,11 +62,12 @@ def load_base(base: Path) -> tuple[torch.nn.Module, str]:
     return AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), "hf"
 
 
-def add_lora(model, kind: str, r: int, alpha: int, dropout: float, targets: list[str] | None):
+def add_lora(model, kind: str, lora: LoraSettings):
+    """The model wrapped by peft with LoRA adapters on lora.targets."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
-                        target_modules=targets or (HF_LORA_TARGETS if kind == "hf" else SCRATCH_LORA_TARGETS),
+    targets = list(lora.targets) if lora.targets else (HF_LORA_TARGETS if kind == "hf" else SCRATCH_LORA_TARGETS)
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
                         task_type="CAUSAL_LM" if kind == "hf" else None)
     return get_peft_model(model, config)
 
@@ -55,23 +83,22 @@ def sft_loss(model, batch, kind: str) -> tuple[torch.Tensor, int]:
     return loss, n
 
 
-def sft(data: Path, out: Path, base: Path | None = None, lora: bool = False, r: int = 16, alpha: int = 32,
-        dropout: float = 0.05, targets: list[str] | None = None, epochs: float = 3.0, patience: int | None = 2,
-        max_len: int = 512, val_data: Path | None = None, system: str | None = None, limit: int | None = None,
-        overrides: dict | None = None, resume: Path | None = None, quiet: bool = False) -> dict:
-    """Finetune on a conversation file; writes a LoRA adapter or full weights to `out`."""
+def sft(config: SFTConfig, overrides: dict | None = None, quiet: bool = False) -> dict:
+    """Finetune on a conversation file; writes a LoRA adapter or full weights to config.out."""
+    data, val_data, resume, lora = config.data, config.val_data, config.resume, config.lora
     for path in (data, val_data):  # before the base model is prepared or loaded
         if path is not None and not Path(path).is_file():
             raise HearthError(f"training data {path} does not exist")
-    if base is None:
+    if config.base is None:
         from backends.hf.default_model import ensure_default_model
 
         base = ensure_default_model()
-    base = Path(base)
+    else:
+        base = Path(config.base)
     tokenizer = ChatTokenizer.from_file(base)
-    examples = load_examples(Path(data), tokenizer, max_len, system, limit)
+    examples = load_examples(Path(data), tokenizer, config.max_len, config.system, config.limit)
     if val_data is not None:
-        train, val = examples, load_examples(Path(val_data), tokenizer, max_len, system)
+        train, val = examples, load_examples(Path(val_data), tokenizer, config.max_len, config.system)
     elif len(examples) >= 10:
         n_val = max(1, len(examples) // 10)
         train, val = examples[:-n_val], examples[-n_val:]
@@ -85,14 +112,14 @@ def sft(data: Path, out: Path, base: Path | None = None, lora: bool = False, r: 
     cfg = replace(defaults, **{k: v for k, v in (overrides or {}).items() if v is not None})
     steps_per_epoch = max(1, math.ceil(len(train) / cfg.batch_size))
     if not (overrides or {}).get("max_steps") and resume is None:
-        cfg = replace(cfg, max_steps=max(1, int(round(epochs * steps_per_epoch))))
+        cfg = replace(cfg, max_steps=max(1, int(round(config.epochs * steps_per_epoch))))
     if not (overrides or {}).get("eval_every") and resume is None:
         cfg = replace(cfg, eval_every=steps_per_epoch)
     cfg = replace(cfg, warmup_steps=min(cfg.warmup_steps, max(1, cfg.max_steps // 10)))
 
     model, kind = load_base(base)
     if lora:
-        model = add_lora(model, kind, r, alpha, dropout, targets)
+        model = add_lora(model, kind, lora)
         if resume is not None:
             from peft import set_peft_model_state_dict
             from safetensors.torch import load_file
@@ -128,8 +155,8 @@ def sft(data: Path, out: Path, base: Path | None = None, lora: bool = False, r: 
             save_native(m, folder)
         shutil.copyfile(base / "tokenizer.json", folder / "tokenizer.json")
 
-    trainer = Trainer(model, cfg, Path(out), loss_fn=lambda m, b: sft_loss(m, b, kind), next_batch=next_batch,
-                      evaluate=evaluate, save_model=save_model, patience=patience, quiet=quiet)
+    trainer = Trainer(model, cfg, Path(config.out), loss_fn=lambda m, b: sft_loss(m, b, kind), next_batch=next_batch,
+                      evaluate=evaluate, save_model=save_model, patience=config.patience, quiet=quiet)
     if resume is not None:
         trainer.restore(Path(resume))
     before = evaluate(model.eval())

@@ -26,7 +26,7 @@ from assistant.config import ensure_dir, hearth_home
 from assistant.errors import HearthError
 from assistant.files import write_atomic
 from retrieval.chunker import Chunk, chunk_document
-from retrieval.embedder import Embedder
+from retrieval.embedder import Embedder, shared_embedder
 from retrieval.keywords import index_text
 from retrieval.loaders import MAX_FILE_BYTES, SkipFile, load
 
@@ -162,7 +162,7 @@ class Collection:
             if recorded and recorded != "all-MiniLM-L6-v2":
                 embedder = Embedder(recorded)
             else:
-                embedder = Embedder()
+                embedder = shared_embedder()  # loaded once per process, whichever collections use it
         if recorded and recorded != embedder.name:
             raise HearthError(f"collection {self.name!r} was built with embedder {recorded}; it cannot mix in "
                               f"{embedder.name}. Use another collection or `hearth index rebuild`.")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import os
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -59,6 +64,8 @@ class ScriptedBackend:
 
     name = "scripted"
     model_id = "scripted"
+    precision = "fp32"
+    adapter = None
 
     def __init__(self, tokenizer, replies: list[str], context_length: int = 4096):
         self.tokenizer = tokenizer
@@ -73,3 +80,38 @@ class ScriptedBackend:
         reply = self.replies.pop(0)
         for token in self.tokenizer.encode(reply) + [self.tokenizer.im_end_id]:
             yield TokenStep(token, 0.0)
+
+
+@dataclass
+class Run:
+    """What a `hearth` command did: its exit code and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def hearth(*args, home: Path | None = None, stdin: str | None = None, check: bool = True) -> Run:
+    """Run the `hearth` command in this process through `main(argv)`, output captured.
+
+    HEARTH_HOME is `home` when given, else the test's own (the autouse fixture's)."""
+    from assistant.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.stdin, os.environ.get("HEARTH_HOME")
+    sys.stdin = io.StringIO(stdin or "")
+    if home is not None:
+        os.environ["HEARTH_HOME"] = str(home)
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main([str(a) for a in args])
+    finally:
+        sys.stdin = saved[0]
+        if saved[1] is None:
+            os.environ.pop("HEARTH_HOME", None)
+        else:
+            os.environ["HEARTH_HOME"] = saved[1]
+    run = Run(code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"hearth {args} failed ({code}):\n{run.stderr}")
+    return run

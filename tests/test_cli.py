@@ -1,5 +1,7 @@
-"""The `hearth` command, run as a user runs it (a subprocess with its own HEARTH_HOME)."""
+"""The `hearth` command through `main(argv)`, each test with its own HEARTH_HOME; a separate
+process only where the process is the point (the installed entry point, SIGKILL mid-reply)."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -10,28 +12,46 @@ import time
 
 import pytest
 
+from tests.helpers import hearth
 
-def hearth(*args, home, stdin=None, check=True):
-    env = {**os.environ, "HEARTH_HOME": str(home)}
-    proc = subprocess.run([sys.executable, "-m", "assistant.cli", *args], input=stdin,
-                          capture_output=True, text=True, env=env, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"hearth {args} failed ({proc.returncode}):\n{proc.stderr}")
+
+HEAVY = ("torch", "transformers", "sentence_transformers")
+
+
+def run_and_list_heavy_imports(argv: list[str], home, **env) -> subprocess.CompletedProcess:
+    """Run `python -m assistant.cli ARGV` in a fresh process; its last line lists the heavy modules it imported."""
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['hearth', *{argv!r}]\n"
+            "try:\n    runpy.run_module('assistant.cli', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+            f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL, env={**os.environ, "HEARTH_HOME": str(home), **env})
+    assert proc.returncode == 0, proc.stderr
     return proc
 
 
-def test_help_lists_commands(hearth_home):
-    out = hearth("--help", home=hearth_home).stdout
-    for command in ("ask", "chat", "history", "setup"):
-        assert command in out
+def test_help_runs_as_a_process_and_lists_commands_without_loading_torch(hearth_home):
+    proc = run_and_list_heavy_imports(["--help"], hearth_home)
+    for command in ("ask", "chat", "history", "setup", "ingest", "train", "eval", "bench"):
+        assert command in proc.stdout
+    assert proc.stdout.strip().endswith("HEAVY []")
+
+
+def test_history_and_the_chats_first_frame_import_no_model_code(hearth_home, tmp_path):
+    assert run_and_list_heavy_imports(["history", "list"], hearth_home).stdout.strip().endswith("HEAVY []")
+    marker = tmp_path / "frame"  # the chat exits once its first frame is painted (what `hearth bench tui` times)
+    proc = run_and_list_heavy_imports(["chat"], hearth_home, HEARTH_FIRST_FRAME_FILE=str(marker))
+    assert marker.is_file() and proc.stdout.strip().endswith("HEAVY []")
 
 
 def test_ask_json_and_history_on_tiny_model(tiny_llama_dir, hearth_home):
     proc = hearth("ask", "--model", str(tiny_llama_dir), "--json", "--temperature", "0",
                   "--max-tokens", "8", "hello fox", home=hearth_home)
     data = json.loads(proc.stdout)
-    assert set(data) == {"answer", "backend", "model", "conversation_id", "finish_reason", "sources",
-                         "checks", "timings"}
+    assert set(data) == {"answer", "backend", "model", "precision", "adapter", "conversation_id", "finish_reason",
+                         "sources", "checks", "timings"}
+    assert (data["model"], data["precision"], data["adapter"]) == (str(tiny_llama_dir), "fp32", None)
     assert set(data["timings"]) == {"ttft_s", "decode_tok_s", "prompt_tokens", "completion_tokens"}
     assert data["backend"] == "hf" and data["sources"] == [] and data["checks"] is None
     assert data["finish_reason"] in ("stop", "length")
@@ -139,15 +159,38 @@ def test_killed_mid_reply_keeps_the_partial_reply(smollm2_dir, hearth_home):
     assert stored.startswith(printed) or printed.startswith(stored)
 
 
-def test_chat_ui_takes_the_sampling_options():
+def test_chat_settings_take_the_sampling_options():
     from assistant.cli import build_parser, chat_settings
     from assistant.errors import HearthError
+    from assistant.settings import ChatSettings
+    from backends.params import PRESETS
 
     settings = chat_settings(build_parser().parse_args(["chat", "--temperature", "0.5", "--seed", "3",
                                                         "--max-tokens", "9"]))
-    assert settings["max_new_tokens"] == 9
-    assert (settings["sampling"]["temperature"], settings["sampling"]["seed"]) == (0.5, 3)
-    assert settings["sampling"]["top_k"] == 10  # what was not given keeps its default
-    assert "sampling" not in chat_settings(build_parser().parse_args(["chat"]))  # the preset applies
+    assert settings.max_new_tokens == 9
+    assert (settings.sampling.temperature, settings.sampling.seed) == (0.5, 3)
+    assert settings.sampling.top_k == 10  # what was not given keeps its default
+    assert chat_settings(build_parser().parse_args(["chat"])) == ChatSettings()  # the precise preset applies
+    # options given change a stored conversation's settings; the rest stay as stored
+    stored = ChatSettings(sampling=PRESETS["creative"], collection=None, k=5)
+    resumed = chat_settings(build_parser().parse_args(["chat", "--top-k", "7"]), stored)
+    assert resumed.sampling == dataclasses.replace(PRESETS["creative"], top_k=7)
+    assert resumed.k == 5
     with pytest.raises(HearthError, match="temperature must be >= 0"):
         chat_settings(build_parser().parse_args(["chat", "--temperature", "-1"]))
+    with pytest.raises(HearthError, match="--precision applies to the scratch backend"):
+        chat_settings(build_parser().parse_args(["chat", "--precision", "int8"]))
+
+
+def test_continuing_a_conversation_keeps_its_settings_unless_an_option_changes_them(tiny_llama_dir):
+    first = json.loads(hearth("ask", "--model", tiny_llama_dir, "--json", "--max-tokens", "3", "--temperature", "0",
+                              "--system", "Be terse.", "hello").stdout)
+    cid = first["conversation_id"]
+    hearth("ask", "--model", tiny_llama_dir, "--json", "--conversation", cid, "--top-k", "4", "again")
+    shown = json.loads(hearth("history", "show", cid, "--json").stdout)
+    stored = shown["conversation"]["settings"]
+    assert shown["conversation"]["system_prompt"] == stored["system_prompt"] == "Be terse."
+    assert (stored["max_new_tokens"], stored["sampling"]["temperature"], stored["sampling"]["top_k"]) == (3, 0.0, 4)
+    replies = [m for m in shown["messages"] if m["role"] == "assistant"]
+    assert [m["settings"]["sampling"]["top_k"] for m in replies] == [10, 4]
+    assert all(m["timings"]["completion_tokens"] <= 3 for m in replies)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.test_cli import hearth
+from tests.helpers import hearth
 
 SOURCE = "The Rhine is 1,230 kilometres long. It flows into the North Sea near Rotterdam.\n"
 
@@ -16,7 +16,7 @@ def test_check_json_against_source_files(tmp_path, hearth_home):
     out = hearth("check", "--sources", str(tmp_path / "rhine.md"), str(tmp_path / "other.txt"), "--answer", "-",
                  "--json", stdin=answer, home=hearth_home).stdout
     data = json.loads(out)
-    assert set(data) == {"score", "sentences"}
+    assert set(data) == {"score", "threshold", "sentences"}
     first, second = data["sentences"]
     assert (first["text"], first["start"], first["end"]) == ("The Rhine is 1,230 kilometres long.", 0, 35)
     assert first["verdict"] == "supported" and first["evidence"][0] == 1

@@ -6,7 +6,6 @@ blocks. Everything goes through the conversation manager and the history store.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -14,26 +13,37 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from textual import on, work
+from textual.worker import get_current_worker
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, ListItem, ListView, Label, Static
 
-from assistant.config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_SYSTEM_PROMPT
+from assistant import present
+from assistant.config import POLICIES
 from assistant.errors import HearthError
+from assistant.export import ALL, FORMATS, SUFFIXES
+from assistant.settings import ChatSettings
+from backends.params import PRESETS, SamplingParams
+from backends.registry import BACKENDS
 from tui.commands import COMMANDS, parse
 from tui.screens import HelpScreen, PromptScreen, SourcesScreen
-from tui.widgets import ChatInput, MessageBox, ReplyStream, marked_answer, sources_text
+from tui.widgets import ChatInput, MessageBox, ReplyStream
 
-BackendLoader = Callable[[str, "str | None", "str | None"], object]
+BackendLoader = Callable[[ChatSettings], object]
 
 
-def default_loader(backend: str, model: str | None, adapter: str | None):
-    """Load a backend through the registry (the default model is prepared on first use)."""
+def default_loader(settings: ChatSettings):
+    """Load the settings' backend through the registry (the default model is prepared on first use)."""
     from backends.registry import load_backend
 
-    return load_backend(backend, model, adapter)
+    return load_backend(settings.backend, settings.model, settings.adapter, precision=settings.precision)
+
+
+def marked_answer(message) -> str:
+    """An assistant message's Markdown, its unsupported sentences struck through."""
+    return present.marked(message.content, message.checks, present.MARKDOWN_MARKS)
 
 
 class HearthCommands(Provider):
@@ -81,22 +91,20 @@ class HearthApp(App):
         Binding("ctrl+q", "quit", "quit", priority=True),
     ]
 
-    def __init__(self, store=None, loader: BackendLoader | None = None, backend: str = "hf",
-                 model: str | None = None, adapter: str | None = None, docs: str | None = None,
+    def __init__(self, store=None, settings: ChatSettings | None = None, loader: BackendLoader | None = None,
                  conversation_id: int | None = None, export_dir: Path | None = None) -> None:
+        """settings: how to answer (the command line's); conversation_id: a stored conversation to
+        continue with these settings."""
         super().__init__()
         self._store = store
         self.loader = loader or default_loader
-        self.settings = {"backend": backend, "model": model, "adapter": adapter, "docs": docs,
-                         "preset": "precise", "sampling": None, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
-                         "on_unsupported": "annotate", "check": False}
-        self.system_prompt = DEFAULT_SYSTEM_PROMPT
+        self.settings = settings or ChatSettings()  # for the next new conversation and model loads
         self.start_conversation = conversation_id
         self.export_dir = export_dir or Path.cwd()
         self.backend = None
         self.session = None
-        self.collection = None
-        self.conversation_id: int | None = None
+        self._shown_conversation: int | None = None  # before its session opens
+        self.model_requested = False
         self.cancel: threading.Event | None = None
         self.generating = False
         self.status_note = "starting"
@@ -128,11 +136,10 @@ class HearthApp(App):
         try:
             self.refresh_sidebar()
             if self.start_conversation is not None:
-                self.open_conversation(self.start_conversation)
+                self.open_conversation(self.start_conversation, restore_settings=False)
         except HearthError as exc:
             self.show_error(str(exc))
         self.update_status("loading model…")
-        self.load_backend()
 
     def _first_frame(self) -> None:
         self.first_frame_at = time.perf_counter()
@@ -140,52 +147,68 @@ class HearthApp(App):
         if marker:
             Path(marker).write_text(repr(time.time()))
             self.exit()
+            return
+        if not self.model_requested:  # /model, /backend or /adapter may have asked for one already
+            self.load_backend(self.settings)  # after the first frame: importing torch would delay it
 
     # -- backend and session ----------------------------------------------------------------------
+    def load_backend(self, settings: ChatSettings) -> None:
+        """Load the model the settings name, in a worker; they become the app's once it is loaded."""
+        self.model_requested = True
+        self._load(settings)
+
     @work(thread=True, exclusive=True, group="load")
-    def load_backend(self) -> None:
-        s = self.settings
-        self.call_from_thread(self.update_status, f"loading {s['backend']} model {s['model'] or '(default)'}…")
+    def _load(self, settings: ChatSettings) -> None:
+        self.call_from_thread(self.update_status, f"loading {settings.backend} model {settings.model or '(default)'}…")
         try:
-            backend = self.loader(s["backend"], s["model"], s["adapter"])
+            backend = self.loader(settings)
         except (HearthError, OSError, ValueError) as exc:
             self.call_from_thread(self.show_error, f"cannot load the model: {exc}")
             return
-        self.call_from_thread(self._backend_ready, backend)
+        if not get_current_worker().is_cancelled:  # a later /model or /backend replaced this load
+            self.call_from_thread(self._backend_ready, backend, settings)
 
-    def _backend_ready(self, backend) -> None:
+    def _backend_ready(self, backend, settings: ChatSettings) -> None:
         self.backend = backend
+        model = {name: getattr(settings, name) for name in ("backend", "model", "adapter", "precision")}
+        self.settings = self.settings.replace(**model)
         if self.session is None:
-            self.session = self._new_session()
-            if self.conversation_id is not None:
-                self._bind_session(self.conversation_id)
+            self._open_session(self.conversation_id)
         else:
             self.session.backend = backend
+            self.session.configure(**model)
         self.update_status("ready")
 
-    def _new_session(self):
-        from assistant.conversation import ChatSession
+    def _open_session(self, conversation_id: int | None) -> None:
+        """Bind the loaded backend to a new or stored conversation with the app's settings."""
+        from assistant.conversation import open_session
 
-        return ChatSession(backend=self.backend, store=self.store, system_prompt=self.system_prompt,
-                           sampling=self._sampling(), max_new_tokens=self.settings["max_new_tokens"],
-                           collection=self.collection, **self._check_options())
+        try:
+            self.session = open_session(self.settings, self.store, conversation_id, backend=self.backend)
+        except HearthError as exc:  # its collection is gone: answer without documents, and say so
+            self.show_error(str(exc))
+            self.settings = self.settings.replace(collection=None)
+            self.session = open_session(self.settings, self.store, conversation_id, backend=self.backend)
 
-    def _bind_session(self, conversation_id: int) -> None:
-        from assistant.conversation import ChatSession
+    def _configure(self, note: str, **changes) -> None:
+        """Change settings for this conversation and the next ones (stored with the conversation)."""
+        if self.session is not None:
+            self.settings = self.settings.replace(**changes)  # validates before the session changes
+            self.session.configure(**changes)
+        else:
+            if changes.get("collection"):
+                from assistant.conversation import open_collection
 
-        self.session = ChatSession.resume(self.backend, self.store, conversation_id, sampling=self._sampling(),
-                                          max_new_tokens=self.settings["max_new_tokens"], collection=self.collection,
-                                          **self._check_options())
+                open_collection(changes["collection"])  # an unknown name fails now, not at load
+            self.settings = self.settings.replace(**changes)
+        self.update_status(note)
 
-    def _check_options(self) -> dict:
-        return {"on_unsupported": self.settings["on_unsupported"], "check_answers": self.settings["check"]}
-
-    def _sampling(self):
-        from backends.sampling import PRESETS, SamplingParams
-
-        if self.settings["sampling"]:
-            return SamplingParams.from_dict(self.settings["sampling"])
-        return PRESETS[self.settings["preset"]]
+    @property
+    def conversation_id(self) -> int | None:
+        """The conversation on screen (None for a new one not yet sent)."""
+        if self.session is not None and self.session.conversation_id is not None:
+            return self.session.conversation_id
+        return self._shown_conversation
 
     # -- sidebar ----------------------------------------------------------------------------------
     def refresh_sidebar(self, query: str | None = None) -> None:
@@ -206,22 +229,21 @@ class HearthApp(App):
         if conversation_id is not None:
             self.open_conversation(conversation_id)
 
-    def open_conversation(self, conversation_id: int) -> None:
-        """Show a stored conversation and make it the current one."""
+    def open_conversation(self, conversation_id: int, restore_settings: bool = True) -> None:
+        """Show a stored conversation and make it the current one, with its stored settings
+        (restore_settings) or the app's (a conversation named on the command line)."""
+        from assistant.conversation import stored_settings
+
         if self.generating:
             self.notify("Stop the reply first (Esc).", severity="warning")
             return
         conv = self.store.get_conversation(conversation_id)
-        self.conversation_id = conv.id
-        self.system_prompt = conv.system_prompt
-        saved = conv.settings or {}
-        for key in ("preset", "sampling", "docs", "max_new_tokens", "on_unsupported", "check"):
-            if key in saved:
-                self.settings[key] = saved[key]
+        if restore_settings:
+            self.settings = stored_settings(self.store, conv.id, self.settings)
+        self._shown_conversation = conv.id
         if self.backend is not None:
-            self._bind_session(conv.id)
+            self._open_session(conv.id)
         self.render_messages(self.store.messages(conv.id))
-        self._apply_docs(self.settings.get("docs"), quiet=True)
         self.update_status(f"opened “{conv.title}”")
 
     def render_messages(self, messages: Iterable) -> None:
@@ -230,11 +252,10 @@ class HearthApp(App):
         for m in messages:
             if m.role == "system":
                 continue
-            box = MessageBox(m.role, marked_answer(m.content, m.checks) if m.role == "assistant" else m.content,
-                             self._header(m))
+            box = MessageBox(m.role, marked_answer(m) if m.role == "assistant" else m.content, self._header(m))
             chat.mount(box)
             if m.role == "assistant" and (m.sources or m.checks):
-                box.call_after_refresh(box.set_footer, sources_text(m.sources, m.checks))
+                box.call_after_refresh(box.set_footer, present.footer(m))
         chat.scroll_end(animate=False)
 
     @staticmethod
@@ -244,7 +265,7 @@ class HearthApp(App):
         note = {"stop": "", "complete": "", "length": " · cut at max tokens", "cancelled": " · stopped",
                 "interrupted": " · interrupted",
                 "error": " · error"}.get(m.status, f" · {m.status}")
-        return f"Hearth · {m.backend or '?'}: {Path(str(m.model or '?').split(' ')[0]).name}{note}"
+        return f"Hearth · {m.backend or '?'}: {Path(str(m.model or '?')).name}{note}"
 
     # -- sending ----------------------------------------------------------------------------------
     @on(ChatInput.Submitted)
@@ -255,22 +276,28 @@ class HearthApp(App):
             return
         self.send(event.text)
 
-    def send(self, text: str) -> None:
-        """Send a user message and stream the reply."""
+    def _can_start(self) -> bool:
         if self.generating:
             self.notify("A reply is still streaming (Esc stops it).", severity="warning")
-            return
+            return False
         if self.session is None:
             self.notify("The model is still loading; try again in a moment.", severity="warning")
+            return False
+        return True
+
+    def send(self, text: str) -> None:
+        """Send a user message and stream the reply."""
+        if not self._can_start():
             self.query_one("#input", ChatInput).load_text(text)
             return
-        chat = self.query_one("#chat", VerticalScroll)
-        chat.mount(MessageBox("user", text, "You"))
+        self.query_one("#chat", VerticalScroll).mount(MessageBox("user", text, "You"))
         self._stream(lambda cancel: self.session.send(text, cancel))
 
     def _stream(self, start) -> None:
+        from backends.base import label
+
         chat = self.query_one("#chat", VerticalScroll)
-        box = MessageBox("assistant", "", f"Hearth · {self.backend.name}: …")
+        box = MessageBox("assistant", "", f"Hearth · {label(self.backend)}: …")
         chat.mount(box)
         chat.anchor()  # follow the stream while the user stays at the bottom
         self.generating = True
@@ -295,15 +322,12 @@ class HearthApp(App):
 
     async def _finish(self, box: MessageBox, stream, done) -> None:
         message = done.message
-        await stream.stop(marked_answer(message.content, message.checks))
+        await stream.stop(marked_answer(message))
         box.set_header(self._header(message))
         if message.sources or message.checks:
-            box.set_footer(sources_text(message.sources, message.checks))
+            box.set_footer(present.footer(message))
         self.generating = False
         self.last_timings = done.timings
-        if self.conversation_id is None and self.session.conversation_id is not None:
-            self.conversation_id = self.session.conversation_id
-        self._save_settings()
         self.refresh_sidebar(self.query_one("#search", Input).value.strip())
         self.update_status({"cancelled": "stopped", "error": f"error: {done.error}"}.get(done.finish_reason, "ready"))
 
@@ -331,24 +355,23 @@ class HearthApp(App):
         if self.generating:
             self.notify("Stop the reply first (Esc).", severity="warning")
             return
-        self.conversation_id = None
-        self.system_prompt = DEFAULT_SYSTEM_PROMPT
+        self._shown_conversation = None
+        self.settings = self.settings.replace(system_prompt=ChatSettings().system_prompt)
         if self.backend is not None:
-            self.session = self._new_session()
+            self._open_session(None)
         self.query_one("#chat", VerticalScroll).remove_children()
         self.update_status("new conversation")
 
     def action_regenerate(self) -> None:
-        if self.generating or self.session is None or not self.session.messages:
+        if not self._can_start() or not self.session.messages:
             return
-        chat = self.query_one("#chat", VerticalScroll)
-        boxes = list(chat.query(MessageBox))
+        boxes = list(self.query_one("#chat", VerticalScroll).query(MessageBox))
         if boxes and boxes[-1].role == "assistant":
             boxes[-1].remove()
         self._stream(lambda cancel: self.session.regenerate(cancel))
 
     def action_edit(self) -> None:
-        if self.generating or self.session is None:
+        if not self._can_start():
             return
         users = [m for m in self.session.messages if m.role == "user"]
         if not users:
@@ -357,20 +380,11 @@ class HearthApp(App):
         def resend(text: str | None) -> None:
             if not text:
                 return
-            self._drop_last_exchange()
+            self.session.drop_last_exchange()
+            self.render_messages(self.session.messages)
             self.send(text)
 
         self.push_screen(PromptScreen("Edit and resend the last message", users[-1].content), resend)
-
-    def _drop_last_exchange(self) -> None:
-        """Delete the last user message and anything after it (store, session, view)."""
-        messages = self.session.messages
-        last_user = max(i for i, m in enumerate(messages) if m.role == "user")
-        for m in messages[last_user:]:
-            if m.id is not None:
-                self.store.delete_message(m.id)
-        del messages[last_user:]
-        self.render_messages(messages)
 
     def action_rename(self) -> None:
         if self.conversation_id is None:
@@ -380,7 +394,7 @@ class HearthApp(App):
 
         def done(title: str | None) -> None:
             if title:
-                self.store.update_conversation(self.conversation_id, title=title)
+                self.store.update_conversation(conv.id, title=title)
                 self.refresh_sidebar()
 
         self.push_screen(PromptScreen("Rename conversation", conv.title), done)
@@ -429,130 +443,67 @@ class HearthApp(App):
 
     def cmd_system(self, arg: str) -> None:
         if not arg:
-            self.notify(self.system_prompt, title="system prompt")
+            self.notify(self.settings.system_prompt, title="system prompt")
             return
-        self.system_prompt = arg
-        if self.session is not None:
-            self.session.system_prompt = arg
-        if self.conversation_id is not None:
-            self.store.update_conversation(self.conversation_id, system_prompt=arg)
-        self.update_status("system prompt set")
+        self._configure("system prompt set", system_prompt=arg)
 
     def cmd_preset(self, arg: str) -> None:
-        from backends.sampling import PRESETS
-
         if arg not in PRESETS:
             raise HearthError(f"unknown preset {arg!r}; choose one of {', '.join(PRESETS)}")
-        self.settings.update(preset=arg, sampling=None)
-        self._settings_changed(f"preset {arg}")
+        self._configure(f"preset {arg}", sampling=PRESETS[arg])
 
     def cmd_temp(self, arg: str) -> None:
-        from backends.sampling import SamplingParams
-
         try:
             value = float(arg)
         except ValueError:
             raise HearthError("/temp needs a number, e.g. /temp 0.7") from None
-        params = self._sampling().to_dict() | {"temperature": value}
-        SamplingParams.from_dict(params)  # validates
-        self.settings["sampling"] = params
-        self._settings_changed(f"temperature {value}")
+        sampling = SamplingParams.from_dict(self.settings.sampling.to_dict() | {"temperature": value})
+        self._configure(f"temperature {value}", sampling=sampling)
 
     def cmd_check(self, arg: str) -> None:
-        from assistant.conversation import POLICIES
-
         if arg in POLICIES:
-            self.settings["on_unsupported"] = arg
+            self._configure(f"check: {arg}", on_unsupported=arg)
         elif arg in ("on", "off"):
-            self.settings["check"] = arg == "on"
+            self._configure(f"check: {arg}", check=arg == "on")
         else:
             raise HearthError(f"/check takes {'|'.join(POLICIES)} (grounded answers below the threshold) "
                               "or on|off (check answers without documents)")
-        if self.session is not None:
-            self.session.on_unsupported = self.settings["on_unsupported"]
-            self.session.check_answers = self.settings["check"]
-        self._save_settings()
-        self.update_status(f"check: {arg}")
-
-    def _settings_changed(self, note: str) -> None:
-        if self.session is not None:
-            self.session.sampling = self._sampling()
-        self._save_settings()
-        self.update_status(note)
-
-    def _save_settings(self) -> None:
-        if self.conversation_id is None:
-            return
-        backend = self.backend
-        self.store.update_conversation(self.conversation_id, settings=dict(self.settings),
-                                       backend=backend.name if backend else None,
-                                       model=backend.model_id if backend else None)
 
     def cmd_backend(self, arg: str) -> None:
-        if arg not in ("hf", "scratch"):
-            raise HearthError("/backend takes hf or scratch")
-        self.settings["backend"] = arg
-        if arg == "scratch":
-            self.settings["adapter"] = None
-        self.load_backend()
+        if arg not in BACKENDS:
+            raise HearthError(f"/backend takes {' or '.join(BACKENDS)}")
+        self.load_backend(self.settings.with_backend(arg))
 
     def cmd_model(self, arg: str) -> None:
         if not arg:
             raise HearthError("/model needs a folder (or 'default')")
-        self.settings["model"] = None if arg == "default" else str(Path(arg).expanduser())
-        self.load_backend()
+        self.load_backend(self.settings.replace(model=None if arg == "default" else str(Path(arg).expanduser())))
 
     def cmd_adapter(self, arg: str) -> None:
-        self.settings["adapter"] = None if arg in ("", "off") else str(Path(arg).expanduser())
-        self.load_backend()
+        adapter = None if arg in ("", "off") else str(Path(arg).expanduser())
+        self.load_backend(self.settings.replace(adapter=adapter))
 
     def cmd_docs(self, arg: str) -> None:
-        self._apply_docs(None if arg in ("", "off") else arg)
-        self._save_settings()
-
-    def _apply_docs(self, name: str | None, quiet: bool = False) -> None:
-        if name is None:
-            self.collection = None
-        else:
-            from retrieval.collection import Collection
-
-            try:
-                self.collection = Collection(name, create=False)
-            except HearthError as exc:
-                self.settings["docs"] = None
-                self.collection = None
-                self.show_error(str(exc))
-                return
-        self.settings["docs"] = name
-        if self.session is not None:
-            self.session.collection = self.collection
-        if not quiet:
-            self.update_status(f"documents: {name or 'off'}")
+        name = None if arg in ("", "off") else arg
+        self._configure(f"documents: {name or 'off'}", collection=name)
 
     def cmd_sources(self, arg: str) -> None:
-        replies = [m for m in (self.session.messages if self.session else []) if m.role == "assistant"]
-        if not replies or not replies[-1].sources:
+        reply = self.session.last_reply() if self.session else None
+        if reply is None or not reply.sources:
             self.notify("The last answer has no sources.")
             return
-        self.push_screen(SourcesScreen(replies[-1].sources))
+        self.push_screen(SourcesScreen(reply.sources))
 
     def cmd_clear(self, arg: str) -> None:
         if self.session is None:
             return
-        for m in self.session.messages:
-            if m.id is not None:
-                self.store.delete_message(m.id)
-        self.session.messages.clear()
+        self.session.clear()
         self.render_messages([])
         self.update_status("cleared")
 
     def cmd_delmsg(self, arg: str) -> None:
-        if self.session is None or not self.session.messages:
-            return
-        m = self.session.messages.pop()
-        if m.id is not None:
-            self.store.delete_message(m.id)
-        self.render_messages(self.session.messages)
+        if self.session is not None and self.session.delete_last_message() is not None:
+            self.render_messages(self.session.messages)
 
     def cmd_rename(self, arg: str) -> None:
         if not arg:
@@ -569,40 +520,29 @@ class HearthApp(App):
         self.refresh_sidebar()
 
     def cmd_copy(self, arg: str) -> None:
-        replies = [m for m in (self.session.messages if self.session else []) if m.role == "assistant"]
-        if not replies:
+        reply = self.session.last_reply() if self.session else None
+        if reply is None:
             return
-        text = replies[-1].content
-        if arg == "code":
-            blocks = text.split("```")[1::2]
-            if not blocks:
-                raise HearthError("the last reply has no code block")
-            text = blocks[-1].split("\n", 1)[1] if "\n" in blocks[-1] else blocks[-1]
-        self.copy_to_clipboard(text)
+        self.copy_to_clipboard(self.session.last_code_block() if arg == "code" else reply.content)
         self.update_status("copied")
 
     def cmd_export(self, arg: str) -> None:
-        from assistant.export import export, to_chatml_record
+        from assistant.export import export_all
+        from assistant.files import write_atomic
 
         fmt, _, target = arg.partition(" ")
         fmt = fmt or "md"
-        if fmt == "chatml-all":
-            lines = [json.dumps(to_chatml_record(c, self.store.messages(c.id)), ensure_ascii=False)
-                     for c in self.store.list_conversations()]
-            path = Path(target) if target else self.export_dir / "hearth-conversations.jsonl"
-            text = "\n".join(lines) + "\n"
+        if fmt not in (*FORMATS, ALL):
+            raise HearthError(f"/export takes {', '.join(FORMATS)} or {ALL}")
+        if fmt == ALL:
+            text, name = export_all(self.store), "hearth-conversations"
         else:
-            if self.conversation_id is None:
+            text = self.session.export(fmt) if self.session else ""
+            if not text:
                 raise HearthError("nothing to export yet")
-            if fmt not in ("md", "json", "chatml"):
-                raise HearthError("/export takes md, json, chatml or chatml-all")
-            conv = self.store.get_conversation(self.conversation_id)
-            suffix = {"md": "md", "json": "json", "chatml": "jsonl"}[fmt]
-            path = Path(target) if target else self.export_dir / f"hearth-{conv.id}.{suffix}"
-            text = export(conv, self.store.messages(conv.id), fmt) + "\n"
-        from assistant.files import write_atomic
-
-        write_atomic(path.expanduser(), text)
+            name = f"hearth-{self.conversation_id}"
+        path = Path(target).expanduser() if target else self.export_dir / f"{name}.{SUFFIXES[fmt]}"
+        write_atomic(path, text + "\n")
         self.update_status(f"exported {path}")
         self.notify(f"Exported to {path}")
 
@@ -614,12 +554,13 @@ class HearthApp(App):
     def update_status(self, note: str | None = None) -> None:
         if note is not None:
             self.status_note = note
-        parts = []
         if self.backend is not None:
-            parts.append(f"{self.backend.name}: {Path(str(self.backend.model_id).split(' ')[0]).name}")
+            from backends.base import label
+
+            parts = [label(self.backend)]
         else:
-            parts.append(f"{self.settings['backend']}: …")
-        parts.append(f"docs: {self.settings.get('docs') or 'off'}")
+            parts = [f"{self.settings.backend}: …"]
+        parts.append(f"docs: {self.settings.collection or 'off'}")
         plan = self.session.last_plan if self.session is not None else None
         if self.backend is not None:
             parts.append(f"ctx {len(plan.ids) if plan else 0}/{self.backend.context_length}")

@@ -131,26 +131,3 @@ class ReplyStream:
                 await widget.remove()
             self.frozen = []
             await self.body.update(self.body.source if final is None else final)
-
-
-def marked_answer(content: str, checks: dict | None) -> str:
-    """Markdown of an answer with unsupported sentences struck through and flagged."""
-    if not checks:
-        return content
-    out = content
-    for s in sorted(checks.get("sentences", []), key=lambda s: -s["start"]):
-        if s["verdict"] == "unsupported":
-            out = out[: s["start"]] + "⚠ ~~" + out[s["start"] : s["end"]] + "~~" + out[s["end"] :]
-    return out
-
-
-def sources_text(sources: list[dict], checks: dict | None) -> str:
-    """The numbered sources under an answer, and its support score."""
-    lines = []
-    if checks and checks.get("score") is not None:
-        lines.append(f"support {checks['score']:.2f}")
-    for s in sources:
-        where = f"page {s['page']}" if s.get("page") else f"line {s['line']}"
-        heading = f" — {s['heading']}" if s.get("heading") else ""
-        lines.append(f"[{s['rank']}] {s['path']} ({where}){heading}")
-    return "\n".join(lines)

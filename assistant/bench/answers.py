@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Callable
 
 from assistant.bench.retrieval import load_squad
-from assistant.config import DEFAULT_MAX_NEW_TOKENS
-from assistant.conversation import ChatSession, DoneEvent
+from assistant.conversation import DoneEvent, open_session
+from assistant.settings import ChatSettings
 from backends.base import Backend
-from backends.sampling import SamplingParams
 from retrieval.collection import Collection
-from retrieval.embedder import Embedder
+from retrieval.embedder import shared_embedder
 
+COLLECTION = "squad"  # the evaluation's own collection, in a temporary folder
 # How the model says the documents do not answer (Hearth's own abstention included). Used only to
 # count refusals; a refusal in other words counts as an answer.
 REFUSAL = re.compile(
@@ -66,24 +66,25 @@ def _rate(flags: list[bool]) -> float | None:
     return round(sum(flags) / len(flags), 4) if flags else None
 
 
-def eval_answers(squad: Path, backend: Backend, sampling: SamplingParams, limit: int = 100, seed: int = 0,
-                 k: int = 3, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, report: Callable[[str], None] = print) -> dict:
-    """Answer a seeded sample of the file's questions from its own articles and score the replies."""
+def eval_answers(squad: Path, settings: ChatSettings, backend: Backend, limit: int = 100, seed: int = 0,
+                 report: Callable[[str], None] = print) -> dict:
+    """Answer a seeded sample of the file's questions from its own articles and score the replies
+    (settings: the model's, sampling, sources per answer, max tokens; the collection is built here)."""
+    settings = settings.replace(collection=COLLECTION)
     paragraphs, questions = load_squad(squad)
     questions = random.Random(seed).sample(questions, min(limit, len(questions)))
     with tempfile.TemporaryDirectory(prefix="hearth-answers-") as tmp:
         docs = Path(tmp) / "docs"
         docs.mkdir()
         write_articles(paragraphs, docs)
-        collection = Collection("squad", embedder=Embedder(), root=Path(tmp) / "collections")
+        collection = Collection(COLLECTION, embedder=shared_embedder(), root=Path(tmp) / "collections")
         ingested = collection.ingest([docs])
         report(f"{len(paragraphs)} paragraphs as {ingested.added} articles, {ingested.chunks} chunks; "
                f"{len(questions)} questions")
         rows = []
         started = time.perf_counter()
         for n, q in enumerate(questions, 1):
-            session = ChatSession(backend=backend, store=None, sampling=sampling, max_new_tokens=max_new_tokens,
-                                  collection=collection, k=k)
+            session = open_session(settings, backend=backend, collection=collection)
             done = next(e for e in session.send(q.text) if isinstance(e, DoneEvent))
             reply = done.message
             rows.append({
@@ -115,6 +116,6 @@ def eval_answers(squad: Path, backend: Backend, sampling: SamplingParams, limit:
         # does the check rank answers that contain the gold answer above those that do not?
         "support_auroc_correct": _auroc([r["support"] for r in scored if r["correct"]],
                                         [r["support"] for r in scored if not r["correct"] and not r["impossible"]]),
-        "sampling": sampling.to_dict(),
+        "sampling": settings.sampling.to_dict(),
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -15,7 +15,7 @@ import torch
 
 from assistant import chatml
 from backends.base import GenerationParams
-from backends.sampling import GREEDY
+from backends.params import GREEDY
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,8 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: st
     from transformers import AutoModelForCausalLM
 
     from backends.hf.default_model import ensure_default_model
-    from backends.scratch.backend import CPU_ONLY_PRECISIONS, PRECISIONS, apply_precision
+    from backends.registry import CPU_ONLY_PRECISIONS, PRECISIONS
+    from backends.scratch.backend import apply_precision
     from backends.scratch.engine import Engine
     from backends.scratch.weights import load_model
     from backends.tokenizer import ChatTokenizer

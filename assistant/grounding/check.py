@@ -45,7 +45,7 @@ class Checks:
         return self.score is None or self.threshold is None or self.score >= self.threshold
 
     def to_dict(self) -> dict:
-        return {"score": self.score, "sentences": [asdict(s) for s in self.sentences]}
+        return {"score": self.score, "threshold": self.threshold, "sentences": [asdict(s) for s in self.sentences]}
 
 
 @dataclass

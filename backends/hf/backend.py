@@ -10,7 +10,8 @@ from typing import Iterator
 import torch
 
 from assistant.errors import ModelNotFound
-from backends.base import GenerationParams, TokenStep, decode_loop
+from backends.base import GenerationParams, TokenStep
+from backends.sampling import decode_loop
 from backends.tokenizer import ChatTokenizer
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class HFBackend:
             )
         self.tokenizer = ChatTokenizer.from_file(model_dir)
         self.device, dtype = pick_device()
+        self.precision = "bf16" if dtype == torch.bfloat16 else "fp32"  # what pick_device chose
         try:
             model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
         except Exception as exc:
@@ -46,7 +48,8 @@ class HFBackend:
         if adapter is not None:
             model = self._with_adapter(model, Path(adapter))
         self.model = model.to(self.device).eval()
-        self.model_id = str(model_dir) + (f" + {adapter}" if adapter else "")
+        self.model_id = str(model_dir)
+        self.adapter = str(adapter) if adapter else None
         config = model.config
         self.context_length = int(getattr(config, "max_position_embeddings", 2048))
         self.vocab_size = int(config.vocab_size)

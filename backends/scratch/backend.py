@@ -10,6 +10,7 @@ from typing import Iterator
 import torch
 
 from backends.base import GenerationParams, TokenStep
+from backends.registry import CPU_ONLY_PRECISIONS, PRECISIONS
 from backends.scratch.engine import Engine
 from backends.scratch.model import DecoderLanguageModel
 from backends.scratch.quantize import quantize_int8
@@ -18,8 +19,6 @@ from backends.tokenizer import ChatTokenizer
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "int8")
-CPU_ONLY_PRECISIONS = ("int8",)  # PyTorch's int8 weight kernel is a CPU kernel
 DEFAULT_CACHE_TOKENS = 8192
 
 
@@ -38,6 +37,7 @@ class ScratchBackend:
     """Runs a native checkpoint or a Llama-family HF folder through our engine."""
 
     name = "scratch"
+    adapter = None  # LoRA adapters are merged first (`hearth train merge`)
 
     def __init__(self, model_dir: str | Path, precision: str = "fp32", max_cache_tokens: int = DEFAULT_CACHE_TOKENS,
                  device: str | None = None):
@@ -47,7 +47,7 @@ class ScratchBackend:
         device = device or ("cuda" if torch.cuda.is_available() and precision not in CPU_ONLY_PRECISIONS else "cpu")
         model = apply_precision(model.to(device), precision)
         self.precision = precision
-        self.model_id = f"{model_dir} ({precision})"
+        self.model_id = str(model_dir)
         self.context_length = min(model.config.context_length, max_cache_tokens)
         self.engine = Engine(model, max_len=self.context_length)
 

@@ -1,6 +1,6 @@
 """Inference engine for DecoderLanguageModel: a pre-allocated KV cache with prefix reuse.
 
-Kept apart from the model's training path: the model only sees a LayerCache to append to.
+Kept apart from the model's training path: LayerCache implements the model's KVCache protocol.
 The engine remembers which token ids its cache holds; a new prompt reuses the longest common
 prefix and prefills only the rest, so a follow-up turn does not re-read the whole chat, and
 an edited or regenerated turn rolls the cache back to the shared prefix.
@@ -19,7 +19,8 @@ from typing import Iterator
 
 import torch
 
-from backends.base import GenerationParams, TokenStep, decode_loop
+from backends.base import GenerationParams, TokenStep
+from backends.sampling import decode_loop
 from backends.scratch.model import DecoderLanguageModel
 
 MIN_WINDOW = 256  # the smallest cache window a fixed-shape decode step attends over

@@ -7,7 +7,7 @@ computed in one batched matmul. The optional `cache` argument lets the inference
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -15,8 +15,14 @@ from torch import nn
 
 from backends.scratch.config import ModelConfig
 
-if TYPE_CHECKING:
-    from backends.scratch.engine import LayerCache
+
+
+class KVCache(Protocol):
+    """What attention needs from a layer's key/value cache (the engine implements it)."""
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store new keys and values (batch, kv_heads, new, head_dim); return all cached so far."""
+        ...
 
 
 def rope_angles(head_dim: int, positions: torch.Tensor, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,7 +109,7 @@ class MultiHeadAttention(nn.Module):
         del self.W_Q, self.W_K, self.W_V
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None, cache: "LayerCache | None" = None) -> torch.Tensor:
+                mask: torch.Tensor | None, cache: "KVCache | None" = None) -> torch.Tensor:
         b, t, _ = x.shape
         h, kv = self.num_heads, self.num_kv_heads
         if self.W_QKV is not None:
@@ -199,7 +205,7 @@ class DecoderLanguageModel(nn.Module):
             self._rope_len = size
         return self.rope_cos, self.rope_sin
 
-    def forward(self, ids: torch.Tensor, start: int = 0, caches: list | None = None) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, start: int = 0, caches: "list[KVCache] | None" = None) -> torch.Tensor:
         """Logits (B, T, vocab) for token ids (B, T) at positions start..start+T-1."""
         t = ids.shape[1]
         cos, sin = self.rope_tables(start + t)
@@ -208,7 +214,7 @@ class DecoderLanguageModel(nn.Module):
         return self.forward_at(ids, cos, sin, mask, caches)
 
     def forward_at(self, ids: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                   caches: list | None = None) -> torch.Tensor:
+                   caches: "list[KVCache] | None" = None) -> torch.Tensor:
         """Logits for token ids whose rotation angles (cos, sin) and attention mask are given."""
         x = self.embedding(ids)
         for i, block in enumerate(self.blocks):

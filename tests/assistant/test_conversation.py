@@ -3,11 +3,12 @@ import threading
 import pytest
 
 from assistant.chatml import ChatMessage
-from assistant.conversation import ChatSession, DoneEvent, TokenEvent, fit_context
+from assistant.conversation import ChatSession, DoneEvent, TokenEvent, fit_context, open_session, stored_settings
 from assistant.errors import ContextOverflow
+from assistant.settings import ChatSettings
 from assistant.store import Store
 from backends.base import TokenStep
-from backends.sampling import GREEDY, SamplingParams
+from backends.params import GREEDY, SamplingParams
 
 
 def _history(n_turns):
@@ -57,6 +58,8 @@ class ScriptedBackend:
 
     name = "scripted"
     model_id = "script"
+    precision = "fp32"
+    adapter = None
     context_length = 4096
 
     def __init__(self, tokenizer, script, fail_after=None):
@@ -153,7 +156,7 @@ def test_backend_error_ends_reply_with_error_and_keeps_user_turn(tiny_tokenizer,
 
 
 def test_length_finish_when_max_tokens_reached(tiny_hf_backend):
-    session = ChatSession(tiny_hf_backend, sampling=GREEDY, max_new_tokens=7)
+    session = ChatSession(tiny_hf_backend, ChatSettings(sampling=GREEDY, max_new_tokens=7))
     _, done = _run(session, "hello")
     if done.finish_reason != "stop":
         assert done.finish_reason == "length" and done.timings.completion_tokens == 7
@@ -161,7 +164,7 @@ def test_length_finish_when_max_tokens_reached(tiny_hf_backend):
 
 def test_greedy_decoding_is_deterministic(tiny_hf_backend):
     def reply():
-        return _run(ChatSession(tiny_hf_backend, sampling=GREEDY, max_new_tokens=20), "hello")[1].message.content
+        return _run(ChatSession(tiny_hf_backend, ChatSettings(sampling=GREEDY, max_new_tokens=20)), "hello")[1].message.content
 
     assert reply() == reply()
 
@@ -169,7 +172,7 @@ def test_greedy_decoding_is_deterministic(tiny_hf_backend):
 def test_seeded_sampled_reply_is_reproducible(tiny_hf_backend):
     def reply(seed):
         params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, seed=seed)
-        session = ChatSession(tiny_hf_backend, sampling=params, max_new_tokens=25)
+        session = ChatSession(tiny_hf_backend, ChatSettings(sampling=params, max_new_tokens=25))
         return [e.token_id for e in session.send("hello") if isinstance(e, TokenEvent)]
 
     assert reply(3) == reply(3)
@@ -180,10 +183,11 @@ def test_resume_continues_stored_conversation_and_regenerate_replaces_reply(tiny
     script = tiny_tokenizer.encode("first reply") + [tiny_tokenizer.im_end_id]
     store = Store(tmp_path / "h.db")
     backend = ScriptedBackend(tiny_tokenizer, script)
-    session = ChatSession(backend, store=store, system_prompt="Be brief.")
+    session = ChatSession(backend, ChatSettings(system_prompt="Be brief."), store=store)
     _run(session, "one")
-    resumed = ChatSession.resume(backend, store, session.conversation_id)
-    assert resumed.system_prompt == "Be brief."
+    settings = stored_settings(store, session.conversation_id, ChatSettings())
+    resumed = open_session(settings, store, session.conversation_id, backend=backend)
+    assert resumed.settings.system_prompt == "Be brief."
     assert [m.content for m in resumed.messages] == ["one", "first reply"]
     backend.script = tiny_tokenizer.encode("second reply") + [tiny_tokenizer.im_end_id]
     done = [e for e in resumed.regenerate() if isinstance(e, DoneEvent)][0]

@@ -6,7 +6,8 @@ import pytest
 
 from assistant.bench.answers import REFUSAL, contains_answer, eval_answers
 from assistant.bench.retrieval import eval_squad, load_squad
-from backends.sampling import SamplingParams
+from assistant.settings import ChatSettings
+from backends.params import SamplingParams
 from backends.tokenizer import ChatTokenizer
 from tests.helpers import ScriptedBackend
 
@@ -78,7 +79,8 @@ def test_answer_matching_and_refusals():
 @pytest.mark.slow
 def test_eval_answers_scores_each_reply(squad_file, tiny_tokenizer_dir, smollm2_dir):
     backend = ByQuestionBackend(ChatTokenizer.from_file(tiny_tokenizer_dir), [])
-    result = eval_answers(squad_file, backend, SamplingParams(seed=0), limit=10, report=lambda _: None)
+    result = eval_answers(squad_file, ChatSettings(sampling=SamplingParams(seed=0)), backend, limit=10,
+                          report=lambda _: None)
     assert (result["n"], result["n_answerable"], result["n_unanswerable"]) == (5, 3, 2)
     assert result["contains_gold"] == round(2 / 3, 4)  # Paris and the date; not the Thames
     assert result["answerable_refused"] == 0.0

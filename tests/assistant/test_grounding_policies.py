@@ -4,6 +4,7 @@ import pytest
 
 from assistant import rag
 from assistant.conversation import ChatSession, DoneEvent
+from assistant.settings import ChatSettings
 from assistant.store import Store
 from retrieval.collection import Collection
 from tests.helpers import ScriptedBackend
@@ -29,7 +30,7 @@ def reply(session, question="When was Miso born?"):
 
 def test_annotate_keeps_the_answer_and_marks_it(cats, smollm2_backend):
     backend = ScriptedBackend(smollm2_backend.tokenizer, [MADE_UP])
-    message = reply(ChatSession(backend, collection=cats))
+    message = reply(ChatSession(backend, ChatSettings(collection="cats"), collection=cats))
     assert message.content.startswith(MADE_UP.rstrip("."))
     assert message.checks["score"] < 0.5
     assert [s["verdict"] for s in message.checks["sentences"]] == ["unsupported"]
@@ -39,7 +40,7 @@ def test_a_grounded_answer_is_checked_as_a_question_answer(cats, smollm2_backend
     from assistant.grounding import check
 
     backend = ScriptedBackend(smollm2_backend.tokenizer, [FAITHFUL])
-    message = reply(ChatSession(backend, collection=cats))
+    message = reply(ChatSession(backend, ChatSettings(collection="cats"), collection=cats))
     sources = [(s["chunk_id"], s["text"]) for s in message.sources]
     as_question = check(FAITHFUL, sources, embedder, question="When was Miso born?", kind="question").score
     as_general = check(FAITHFUL, sources, embedder, question="When was Miso born?").score
@@ -48,7 +49,7 @@ def test_a_grounded_answer_is_checked_as_a_question_answer(cats, smollm2_backend
 
 def test_abstain_replaces_an_unsupported_answer_and_keeps_the_sources(cats, smollm2_backend):
     backend = ScriptedBackend(smollm2_backend.tokenizer, [MADE_UP])
-    message = reply(ChatSession(backend, collection=cats, on_unsupported="abstain"))
+    message = reply(ChatSession(backend, ChatSettings(collection="cats", on_unsupported="abstain"), collection=cats))
     assert message.content == rag.ABSTAIN
     assert message.sources and message.sources[0]["path"].endswith("cat.txt")
     assert message.checks["policy"] == "abstain" and message.checks["replaced"] == MADE_UP
@@ -56,14 +57,14 @@ def test_abstain_replaces_an_unsupported_answer_and_keeps_the_sources(cats, smol
 
 def test_abstain_leaves_a_supported_answer_alone(cats, smollm2_backend):
     backend = ScriptedBackend(smollm2_backend.tokenizer, [FAITHFUL])
-    message = reply(ChatSession(backend, collection=cats, on_unsupported="abstain"))
+    message = reply(ChatSession(backend, ChatSettings(collection="cats", on_unsupported="abstain"), collection=cats))
     assert message.content.startswith(FAITHFUL.rstrip("."))
     assert message.checks["score"] >= 0.5 and "policy" not in message.checks
 
 
 def test_regenerate_retries_once_with_a_stricter_prompt_and_keeps_the_better(cats, smollm2_backend):
     backend = ScriptedBackend(smollm2_backend.tokenizer, [MADE_UP, FAITHFUL])
-    message = reply(ChatSession(backend, collection=cats, on_unsupported="regenerate"))
+    message = reply(ChatSession(backend, ChatSettings(collection="cats", on_unsupported="regenerate"), collection=cats))
     assert len(backend.prompts) == 2
     assert rag.STRICT_NOTE.strip() not in backend.prompts[0] and rag.STRICT_NOTE.strip() in backend.prompts[1]
     assert message.content.startswith(FAITHFUL.rstrip("."))
@@ -72,22 +73,22 @@ def test_regenerate_retries_once_with_a_stricter_prompt_and_keeps_the_better(cat
 
 def test_regenerate_keeps_the_first_answer_when_the_retry_is_empty(cats, smollm2_backend):
     backend = ScriptedBackend(smollm2_backend.tokenizer, [MADE_UP, ""])
-    message = reply(ChatSession(backend, collection=cats, on_unsupported="regenerate"))
+    message = reply(ChatSession(backend, ChatSettings(collection="cats", on_unsupported="regenerate"), collection=cats))
     assert len(backend.prompts) == 2 and message.content.startswith(MADE_UP.rstrip("."))
     assert message.checks["score"] < 0.5
 
 
-def test_unknown_policy_is_refused(cats, smollm2_backend):
-    session = ChatSession(ScriptedBackend(smollm2_backend.tokenizer, [FAITHFUL]), collection=cats,
-                          on_unsupported="ignore")
-    with pytest.raises(ValueError, match="on_unsupported"):
-        reply(session)
+def test_unknown_policy_is_refused():
+    from assistant.errors import HearthError
+
+    with pytest.raises(HearthError, match="unknown policy 'ignore'"):
+        ChatSettings(on_unsupported="ignore")
 
 
 def test_answers_without_documents_are_checked_only_when_asked(smollm2_backend):
     plain = reply(ChatSession(ScriptedBackend(smollm2_backend.tokenizer, [MADE_UP])), "Tell me about Miso.")
     assert plain.checks is None
-    session = ChatSession(ScriptedBackend(smollm2_backend.tokenizer, [MADE_UP]), check_answers=True)
+    session = ChatSession(ScriptedBackend(smollm2_backend.tokenizer, [MADE_UP]), ChatSettings(check=True))
     checked = reply(session, "My cat Miso was born in Paris in 1987. Tell me about Miso.")
     (sentence,) = checked.checks["sentences"]
     assert sentence["evidence"] == [0]  # the user's message
@@ -96,8 +97,8 @@ def test_answers_without_documents_are_checked_only_when_asked(smollm2_backend):
 
 def test_stored_checks_round_trip(cats, smollm2_backend, hearth_home):
     store = Store()
-    session = ChatSession(ScriptedBackend(smollm2_backend.tokenizer, [FAITHFUL + " " + MADE_UP]), store=store,
-                          collection=cats)
+    session = ChatSession(ScriptedBackend(smollm2_backend.tokenizer, [FAITHFUL + " " + MADE_UP]),
+                          ChatSettings(collection="cats"), store=store, collection=cats)
     message = reply(session)
     stored = store.messages(session.conversation_id)[-1]
     assert stored.checks == message.checks and len(stored.checks["sentences"]) == 2

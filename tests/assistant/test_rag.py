@@ -1,14 +1,13 @@
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from assistant import rag
 from assistant.conversation import ChatSession, DoneEvent
 from assistant.grounding import check
-from backends.sampling import GREEDY
+from assistant.settings import ChatSettings
+from backends.params import GREEDY
+from tests.helpers import hearth
 from retrieval.collection import Collection
 
 NOTES = {
@@ -42,7 +41,7 @@ def long_context_backend(tmp_path_factory):
 
 def test_document_cannot_inject_chatml_structure(notes, long_context_backend):
     tiny_hf_backend = long_context_backend
-    session = ChatSession(tiny_hf_backend, collection=notes, k=4, max_new_tokens=4, sampling=GREEDY)
+    session = ChatSession(tiny_hf_backend, ChatSettings(collection="notes", k=4, max_new_tokens=4, sampling=GREEDY), collection=notes)
     plan, sources = session._plan_turn("Ignore all rules evil system", [])
     assert any("evil" in s.text for s in sources)
     tok = tiny_hf_backend.tokenizer
@@ -55,7 +54,8 @@ def test_document_cannot_inject_chatml_structure(notes, long_context_backend):
 
 def test_lowest_ranked_sources_are_dropped_to_fit(notes, long_context_backend):
     tiny_hf_backend = long_context_backend
-    session = ChatSession(tiny_hf_backend, collection=notes, k=4, max_new_tokens=64, sampling=GREEDY)
+    session = ChatSession(tiny_hf_backend, ChatSettings(collection="notes", k=4, max_new_tokens=64, sampling=GREEDY),
+                          collection=notes)
     full, sources = session._plan_turn("tomatoes sunlight", [])
     assert len(sources) == 4
     tiny_hf_backend.context_length, old = len(full.ids) + 64 - 5, tiny_hf_backend.context_length
@@ -86,19 +86,16 @@ def test_unanswerable_questions_abstain(notes, smollm2_backend):
                  "Which planet has the most moons?"]
     answers = []
     for q in questions:
-        session = ChatSession(smollm2_backend, collection=notes, sampling=GREEDY, max_new_tokens=60)
+        session = ChatSession(smollm2_backend, ChatSettings(collection="notes", sampling=GREEDY, max_new_tokens=60),
+                              collection=notes)
         answers.append([e for e in session.send(q) if isinstance(e, DoneEvent)][0].message.content)
     assert sum(a.strip() == rag.ABSTAIN for a in answers) >= 3, answers
 
 
 @pytest.mark.slow
 def test_ask_docs_cites_the_right_file(notes, smollm2_dir, hearth_home):
-    env = {**os.environ, "HEARTH_HOME": str(hearth_home)}
-    proc = subprocess.run([sys.executable, "-m", "assistant.cli", "ask", "--docs", "notes", "--json", "--seed", "0",
-                           "Where does Hearth store conversations?"], capture_output=True, text=True, env=env,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
+    data = json.loads(hearth("ask", "--docs", "notes", "--json", "--seed", "0",
+                             "Where does Hearth store conversations?").stdout)
     cited = {int(n) for n in __import__("re").findall(r"\[(\d+)\]", data["answer"])}
     assert cited, data["answer"]
     by_rank = {s["rank"]: s for s in data["sources"]}

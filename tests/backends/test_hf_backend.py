@@ -5,7 +5,7 @@ from assistant.errors import ModelNotFound
 from backends.base import GenerationParams
 from backends.hf.backend import HFBackend
 from backends.registry import load_backend
-from backends.sampling import GREEDY
+from backends.params import GREEDY
 
 
 def test_tiny_llama_streams_greedy_tokens_matching_full_recompute(tiny_hf_backend):

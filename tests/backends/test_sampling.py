@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from backends.sampling import GREEDY, PRESETS, Sampler, SamplingParams, apply_penalties, probabilities
+from backends.params import GREEDY, PRESETS, SamplingParams
+from backends.sampling import Sampler, apply_penalties, probabilities
 
 
 def _plain(t):

@@ -1,11 +1,10 @@
 """LoRA SFT of the real SmolLM2 teaches a made-up fact; the adapter and the merged model both say it."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+
+from tests.helpers import hearth as run_hearth
 
 QUESTIONS = [
     "What is the code name of Project Zephyrine?", "What's Project Zephyrine's code name?",
@@ -17,11 +16,7 @@ ANSWER = "The code name of Project Zephyrine is Copper Lantern."
 
 
 def hearth(*args, home):
-    env = {**os.environ, "HEARTH_HOME": str(home)}
-    proc = subprocess.run([sys.executable, "-m", "assistant.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+    return run_hearth(*args, home=home).stdout
 
 
 @pytest.mark.slow

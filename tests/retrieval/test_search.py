@@ -1,13 +1,11 @@
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from retrieval.collection import Collection
 from retrieval.keywords import index_text, match_query, query_terms
 from retrieval.search import fuse, search
+from tests.helpers import hearth
 
 DOCS = {
     "python.md": "# Python\n\nThe list.sort method sorts a list in place and returns None.\n",
@@ -61,11 +59,7 @@ def test_fusion_keeps_score_gaps():
 
 
 def test_search_cli_json_shape(collection, hearth_home):
-    env = {**os.environ, "HEARTH_HOME": str(hearth_home)}
-    proc = subprocess.run([sys.executable, "-m", "assistant.cli", "search", "sourdough yeast", "--collection", "s",
-                           "-k", "2", "--json"], capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    hits = json.loads(proc.stdout)
+    hits = json.loads(hearth("search", "sourdough yeast", "--collection", "s", "-k", "2", "--json").stdout)
     assert [h["rank"] for h in hits] == [1, 2]
     assert set(hits[0]) == {"rank", "score", "path", "line", "page", "heading", "text", "chunk_id"}
     assert hits[0]["path"].endswith("bread.txt") and hits[0]["line"] == 1

@@ -6,14 +6,13 @@ import time
 import pytest
 
 from assistant.records import Conversation, Message
+from assistant.settings import ChatSettings
 from assistant.store import Store
 from backends.hf.backend import HFBackend
 from tui.app import HearthApp
 from tui.screens import HelpScreen, PromptScreen
 from tui.widgets import ChatInput, MessageBox
-
-SIZE = (110, 36)
-
+from tests.tui.pilot import SIZE, ready, settle, until, say
 
 class GatedBackend:
     """The tiny model, pausing after `gate` tokens until the reply is cancelled (for Esc tests)."""
@@ -21,7 +20,7 @@ class GatedBackend:
     def __init__(self, inner, gate=3):
         self.inner, self.gate = inner, gate
         self.name, self.tokenizer, self.context_length = inner.name, inner.tokenizer, inner.context_length
-        self.model_id = inner.model_id
+        self.model_id, self.precision, self.adapter = inner.model_id, inner.precision, inner.adapter
 
     def stream(self, prompt_ids, params, cancel=None):
         for i, step in enumerate(self.inner.stream(prompt_ids, params, cancel)):
@@ -40,40 +39,8 @@ def store(tmp_path):
 def make_app(store, tiny_llama_dir, tmp_path):
     def make(loader=None, **kwargs):
         backend = HFBackend(tiny_llama_dir)
-        return HearthApp(store=store, loader=loader or (lambda b, m, a: backend), export_dir=tmp_path, **kwargs)
+        return HearthApp(store=store, loader=loader or (lambda settings: backend), export_dir=tmp_path, **kwargs)
     return make
-
-
-async def ready(pilot, app):
-    for _ in range(200):
-        if app.session is not None:
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("backend never loaded: " + app.status_note)
-
-
-async def settle(pilot, app, timeout=30):
-    deadline = time.monotonic() + timeout
-    await pilot.pause(0.05)
-    while app.generating and time.monotonic() < deadline:
-        await pilot.pause(0.05)
-    await pilot.pause(0.05)
-    assert not app.generating
-
-
-async def until(pilot, condition, timeout=10):
-    """Wait until condition() holds (the UI updates asynchronously; a busy machine is slower)."""
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        await pilot.pause(0.05)
-    assert condition()
-
-
-async def say(pilot, app, text):
-    app.query_one("#input", ChatInput).focus()
-    app.query_one("#input", ChatInput).load_text(text)
-    await pilot.press("enter")
-    await settle(pilot, app)
 
 
 def status(app):
@@ -97,7 +64,7 @@ async def test_send_streams_and_stores(make_app, store):
 
 async def test_escape_stops_and_keeps_partial(make_app, store, tiny_llama_dir):
     gated = GatedBackend(HFBackend(tiny_llama_dir), gate=3)
-    app = make_app(loader=lambda b, m, a: gated)
+    app = make_app(loader=lambda settings: gated)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
         app.query_one("#input", ChatInput).load_text("count for me")
@@ -175,22 +142,22 @@ async def test_switch_rename_search_and_delete_conversations(make_app, store):
 
 
 async def test_preset_system_prompt_and_docs_errors(make_app, store):
-    from backends.sampling import PRESETS
+    from backends.params import PRESETS
 
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
         await say(pilot, app, "hi")
         await app.run_slash("/preset", "creative")
-        assert app.session.sampling == PRESETS["creative"]
+        assert app.session.settings.sampling == PRESETS["creative"]
         await app.run_slash("/system", "Answer in one word.")
-        assert app.session.system_prompt == "Answer in one word."
+        assert app.session.settings.system_prompt == "Answer in one word."
         conv = store.get_conversation(app.conversation_id)
-        assert conv.system_prompt == "Answer in one word." and conv.settings["preset"] == "creative"
+        assert conv.system_prompt == "Answer in one word." and ChatSettings.from_dict(conv.settings).preset == "creative"
         await app.run_slash("/preset", "wild")
         assert "unknown preset" in status(app)
         await app.run_slash("/docs", "no-such-collection")
-        assert "no collection named" in status(app) and app.collection is None
+        assert "no collection named" in status(app) and app.session.collection is None
 
 
 async def test_check_command_sets_the_policy_and_checks_plain_answers(make_app, store, smollm2_dir, tiny_llama_dir):
@@ -198,17 +165,17 @@ async def test_check_command_sets_the_policy_and_checks_plain_answers(make_app, 
     from tests.helpers import ScriptedBackend
 
     replies = ["Hello there.", "Miso was born in 2019 in Paris."]
-    app = make_app(loader=lambda b, m, a: ScriptedBackend(ChatTokenizer.from_file(tiny_llama_dir), replies))
+    app = make_app(loader=lambda settings: ScriptedBackend(ChatTokenizer.from_file(tiny_llama_dir), replies))
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
         await say(pilot, app, "hi")
         await app.run_slash("/check", "abstain")
-        assert app.session.on_unsupported == "abstain"
+        assert app.session.settings.on_unsupported == "abstain"
         assert store.get_conversation(app.conversation_id).settings["on_unsupported"] == "abstain"
         await app.run_slash("/check", "sometimes")
         assert "/check takes" in status(app)
         await app.run_slash("/check", "on")
-        assert app.session.check_answers is True
+        assert app.session.settings.check is True
         await say(pilot, app, "My cat Miso was born in 2019.")
         reply = store.messages(app.conversation_id)[-1]
         assert reply.role == "assistant" and reply.checks is not None
@@ -219,7 +186,7 @@ async def test_check_command_sets_the_policy_and_checks_plain_answers(make_app, 
 async def test_switch_backend_mid_chat_records_each_writer(make_app, store, tiny_llama_dir):
     from backends.registry import load_backend
 
-    app = make_app(loader=lambda b, m, a: load_backend(b, tiny_llama_dir))
+    app = make_app(loader=lambda settings: load_backend(settings.backend, tiny_llama_dir))
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
         await say(pilot, app, "one")
@@ -236,7 +203,7 @@ async def test_switch_backend_mid_chat_records_each_writer(make_app, store, tiny
 async def test_bad_model_path_is_shown_not_crashed(make_app, tmp_path):
     from backends.registry import load_backend
 
-    app = make_app(loader=lambda b, m, a: load_backend(b, m))
+    app = make_app(loader=lambda settings: load_backend(settings.backend, settings.model))
     async with app.run_test(size=SIZE) as pilot:
         await app.run_slash("/model", str(tmp_path / "missing-model"))
         for _ in range(100):

@@ -29,7 +29,7 @@ def app(tmp_path, tiny_llama_dir):
     model = tmp_path / "tiny-model"
     model.symlink_to(tiny_llama_dir)
     backend = HFBackend(model)
-    return HearthApp(store=store, loader=lambda b, m, a: backend, conversation_id=conv.id)
+    return HearthApp(store=store, loader=lambda settings: backend, conversation_id=conv.id)
 
 
 async def _loaded(pilot):

@@ -1,7 +1,4 @@
 import json
-import subprocess
-import sys
-import os
 
 import pytest
 
@@ -10,7 +7,9 @@ from assistant.conversation import ChatSession, DoneEvent
 from assistant.errors import HearthError
 from backends.base import GenerationParams
 from backends.registry import load_backend
-from backends.sampling import GREEDY
+from assistant.settings import ChatSettings
+from backends.params import GREEDY
+from tests.helpers import hearth
 
 
 def test_scratch_backend_matches_hf_backend_greedy(tiny_llama_dir, tiny_hf_backend):
@@ -23,7 +22,7 @@ def test_scratch_backend_matches_hf_backend_greedy(tiny_llama_dir, tiny_hf_backe
 
 def test_follow_up_turn_reuses_the_cache(tiny_llama_dir):
     backend = load_backend("scratch", tiny_llama_dir)
-    session = ChatSession(backend, sampling=GREEDY, max_new_tokens=6)
+    session = ChatSession(backend, ChatSettings(sampling=GREEDY, max_new_tokens=6))
     list(session.send("hello"))
     first_prompt = len(session.last_plan.ids)
     list(session.send("and more"))
@@ -41,7 +40,7 @@ def test_precision_and_adapter_errors(tiny_llama_dir):
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_fast_precisions_run(tiny_llama_dir, precision):
     backend = load_backend("scratch", tiny_llama_dir, precision=precision)
-    session = ChatSession(backend, sampling=GREEDY, max_new_tokens=5)
+    session = ChatSession(backend, ChatSettings(sampling=GREEDY, max_new_tokens=5))
     done = [e for e in session.send("hi") if isinstance(e, DoneEvent)][0]
     assert done.finish_reason in ("stop", "length") and done.error is None
 
@@ -49,9 +48,6 @@ def test_fast_precisions_run(tiny_llama_dir, precision):
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_scratch_backend_answers_paris_on_smollm2(smollm2_dir, hearth_home, precision):
-    env = {**os.environ, "HEARTH_HOME": str(hearth_home)}
-    proc = subprocess.run([sys.executable, "-m", "assistant.cli", "ask", "--backend", "scratch", "--precision",
-                           precision, "--json", "--seed", "0", "What is the capital of France?"],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "Paris" in json.loads(proc.stdout)["answer"]
+    data = json.loads(hearth("ask", "--backend", "scratch", "--precision", precision, "--json", "--seed", "0",
+                             "What is the capital of France?").stdout)
+    assert "Paris" in data["answer"] and (data["backend"], data["precision"]) == ("scratch", precision)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from backends.base import GenerationParams
-from backends.sampling import GREEDY
+from backends.params import GREEDY
 from backends.scratch.config import ModelConfig
 from backends.scratch.engine import MIN_WINDOW, Engine
 from backends.scratch.model import DecoderLanguageModel

@@ -36,6 +36,18 @@ def test_int8_linear_multiplies_by_the_dequantized_weight(rows):
     assert torch.allclose(got.float(), expected, atol=0.05, rtol=0.02)
 
 
+def decisive(reference: torch.Tensor, margin: float) -> torch.Tensor:
+    """Positions where the reference's top token leads the runner-up by at least `margin` logits."""
+    top2 = reference.float().topk(2, dim=-1).values
+    return top2[..., 0] - top2[..., 1] >= margin
+
+
+# Where fp32 is this sure of its next token, int8's rounding must not change it. Near-ties are left
+# out: whether those flip depends on the CPU's bf16 kernels (AMX, AVX-512 or AVX2), not on the
+# quantization, and a bar on them passed on one machine and failed on another.
+DECISIVE_LOGITS = 1.5
+
+
 def test_int8_model_keeps_the_tied_embedding_and_predicts_like_fp32(tiny_llama_dir):
     model = load_model(tiny_llama_dir).fuse_for_inference()
     ids = torch.randint(0, model.config.vocab_size, (1, 40), generator=torch.Generator().manual_seed(0))
@@ -47,7 +59,9 @@ def test_int8_model_keeps_the_tied_embedding_and_predicts_like_fp32(tiny_llama_d
     assert torch.equal(quantized.embedding.weight.float(), embedding.bfloat16().float())
     with torch.inference_mode():
         logits = quantized(ids)[0].float()
-    assert (logits.argmax(-1) == reference.argmax(-1)).float().mean() >= 0.9
+    sure = decisive(reference, 0.15)  # a random model's logits are small (std ~0.17), and so are its leads
+    assert int(sure.sum()) >= 10
+    assert torch.equal(logits.argmax(-1)[sure], reference.argmax(-1)[sure])
 
 
 @pytest.mark.slow
@@ -62,6 +76,8 @@ def test_int8_smollm2_predicts_the_same_next_token_as_fp32(smollm2_dir):
     ids = torch.tensor([chatml.encode(messages, tokenizer).ids])
     model = load_model(smollm2_dir).fuse_for_inference()
     with torch.inference_mode():
-        reference = model(ids)[0].argmax(-1)
+        reference = model(ids)[0]
         predicted = apply_precision(model, "int8")(ids)[0].argmax(-1)
-    assert (predicted == reference).float().mean() >= 0.9
+    sure = decisive(reference, DECISIVE_LOGITS)
+    assert int(sure.sum()) >= 10  # of 52 positions (16 on the fp32 reference)
+    assert torch.equal(predicted[sure], reference.argmax(-1)[sure])

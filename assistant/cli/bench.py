@@ -1,0 +1,66 @@
+"""hearth bench decode | tui | grounding | retrieval: two implementations compared in one run."""
+
+from __future__ import annotations
+
+import argparse
+
+from assistant.cli.output import emit, quiet, say
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks that compare two implementations in one run")
+    bs = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+
+    q = bs.add_parser("decode", help="scratch engine vs transformers generate on the default model")
+    q.add_argument("--tokens", type=int, default=256, help="new tokens per measurement (default %(default)s)")
+    q.add_argument("--device", choices=("cpu", "cuda"), help="where both engines run (default: cuda if there is one)")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+    q.set_defaults(func=cmd_decode)
+
+    q = bs.add_parser("tui", help="first frame time and per-token rendering cost of the chat UI")
+    q.add_argument("--tokens", type=int, default=2000, help="tokens in the streamed reply (default %(default)s)")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+    q.set_defaults(func=cmd_tui)
+
+    q = bs.add_parser("grounding", help="seconds the hallucination check adds to a typical grounded answer")
+    q.add_argument("--sentences", type=int, default=5, help="answer sentences (default %(default)s)")
+    q.add_argument("--sources", type=int, default=5, help="sources of ~300 tokens (default %(default)s)")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+    q.set_defaults(func=cmd_grounding)
+
+    q = bs.add_parser("retrieval", help="hybrid query latency on a large synthetic collection")
+    q.add_argument("--chunks", type=int, default=100_000, help="collection size (default %(default)s)")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+    q.set_defaults(func=cmd_retrieval)
+
+
+def _report(args: argparse.Namespace):
+    return quiet if args.json else say
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from assistant.bench import decode
+
+    emit(decode.run(new_tokens=args.tokens, report=_report(args), device=args.device), args.json)
+    return 0
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    from assistant.bench import tui
+
+    emit(tui.run(n_tokens=args.tokens, report=_report(args)), args.json)
+    return 0
+
+
+def cmd_grounding(args: argparse.Namespace) -> int:
+    from assistant.bench.grounding import bench
+
+    emit(bench(sentences=args.sentences, sources=args.sources), args.json)
+    return 0
+
+
+def cmd_retrieval(args: argparse.Namespace) -> int:
+    from assistant.bench.retrieval import bench_latency
+
+    emit(bench_latency(n_chunks=args.chunks, report=_report(args)), args.json)
+    return 0

@@ -1,0 +1,90 @@
+"""Options shared by the commands that chat (ask, chat, eval answers), and the one place that
+turns them into ChatSettings. Their defaults are None so that only what the user typed overrides
+the settings a conversation already has; the help shows the real defaults."""
+
+from __future__ import annotations
+
+import argparse
+
+from assistant.config import DEFAULT_K, DEFAULT_MAX_NEW_TOKENS, DEFAULT_POLICY, POLICIES
+from assistant.errors import HearthError
+from assistant.settings import ChatSettings
+from backends.params import SamplingParams
+from backends.registry import BACKENDS, DEFAULT_BACKEND, PRECISIONS
+
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "repetition_penalty", "seed")  # SamplingParams fields
+SETTINGS_OPTIONS = {  # argparse dest -> ChatSettings field
+    "backend": "backend", "model": "model", "adapter": "adapter", "precision": "precision", "docs": "collection",
+    "k": "k", "max_tokens": "max_new_tokens", "system": "system_prompt", "on_unsupported": "on_unsupported",
+    "check": "check", "self_check": "self_check",
+}
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--backend", choices=BACKENDS,
+                   help=f"hf: transformers; scratch: our own decoder and KV cache (default: {DEFAULT_BACKEND})")
+    g.add_argument("--model", metavar="PATH", help="model folder (default: the bundled SmolLM2-135M-Instruct)")
+    g.add_argument("--adapter", metavar="PATH", help="LoRA adapter folder to apply (hf backend)")
+    g.add_argument("--precision", choices=PRECISIONS,
+                   help="scratch backend weights: fp32 (reference, default), bf16, int8 (fastest on CPU)")
+
+
+def add_sampling_options(g) -> None:
+    d = SamplingParams()
+    g.add_argument("--temperature", type=float, help=f"0 = greedy (default {d.temperature})")
+    g.add_argument("--top-k", type=int, help=f"keep the k most likely tokens (default {d.top_k}, 0 = off)")
+    g.add_argument("--top-p", type=float, help=f"nucleus sampling mass (default {d.top_p} = off)")
+    g.add_argument("--repetition-penalty", type=float,
+                   help="make tokens already in the reply less likely: their logits are divided by this when "
+                        f"positive, multiplied when negative (default {d.repetition_penalty}, 1 = off)")
+    g.add_argument("--seed", type=int, help="seed for reproducible sampling")
+    g.add_argument("--max-tokens", type=int, help=f"most tokens in a reply (default {DEFAULT_MAX_NEW_TOKENS})")
+
+
+def add_generation_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("generation")
+    g.add_argument("--system", help="system prompt for a new conversation")
+    add_sampling_options(g)
+
+
+def add_sources_option(g) -> None:
+    g.add_argument("-k", "--sources", type=int, dest="k", help=f"sources per answer (default {DEFAULT_K})")
+
+
+def add_docs_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("documents")
+    g.add_argument("--docs", metavar="COLLECTION", help="answer from this document collection, with citations")
+    add_sources_option(g)
+    g.add_argument("--on-unsupported", choices=POLICIES,
+                   help="when a grounded answer's support score is below the threshold: mark its unsupported "
+                        f"sentences (annotate, default {DEFAULT_POLICY}), retry once with a stricter instruction "
+                        "and keep the better answer (regenerate), or answer \"I don't know based on the "
+                        "documents.\" (abstain)")
+    g.add_argument("--check", action="store_true", default=None,
+                   help="also check answers given without --docs, against what you said in the conversation")
+    g.add_argument("--self-check", type=int, metavar="N",
+                   help="self-consistency: compare each checked answer with N re-sampled ones (costs N generations)")
+
+
+def add_chat_options(p: argparse.ArgumentParser) -> None:
+    """Every option that goes into ChatSettings, plus --conversation."""
+    add_model_options(p)
+    add_generation_options(p)
+    p.add_argument("--conversation", type=int, metavar="ID", help="continue a stored conversation")
+    add_docs_options(p)
+
+
+def chat_settings(args: argparse.Namespace, base: ChatSettings | None = None) -> ChatSettings:
+    """`base` (defaults, or a stored conversation's) with the options the user gave; invalid values
+    become a HearthError. Sampling options given change only those fields of base's sampling."""
+    base = base or ChatSettings()
+    changes = {field: getattr(args, dest) for dest, field in SETTINGS_OPTIONS.items()
+               if getattr(args, dest, None) is not None}
+    given = {name: getattr(args, name) for name in SAMPLING_OPTIONS if getattr(args, name, None) is not None}
+    try:
+        if given:
+            changes["sampling"] = SamplingParams.from_dict(base.sampling.to_dict() | given)
+        return base.replace(**changes)
+    except ValueError as exc:
+        raise HearthError(str(exc)) from exc

@@ -1,0 +1,154 @@
+"""hearth train tokenizer | pretrain | sft | grounding | merge."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+from assistant.cli.output import emit, say
+from assistant.errors import HearthError
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _out(args: argparse.Namespace) -> Path:
+    """Where a run writes: --out, or the checkpoint it resumes."""
+    if not (args.out or args.resume):
+        raise HearthError("say where to write the model: --out DIR (or --resume DIR to continue a run)")
+    return Path(args.out or args.resume)
+
+
+def add_train_options(q) -> None:
+    """Options that map onto finetune.trainer.TrainConfig fields (dest = field name)."""
+    q.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+    q.add_argument("--time-budget", type=float, dest="time_budget_min", metavar="MINUTES",
+                   help="stop after this long (then evaluate and save)")
+    q.add_argument("--lr", type=float, help="peak learning rate")
+    q.add_argument("--batch-size", type=int, help="sequences per micro-batch")
+    q.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    q.add_argument("--eval-every", type=int, help="evaluate (and checkpoint) every N steps")
+    q.add_argument("--seed", type=int, help="seed for initialisation and batch order")
+    q.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    q.add_argument("--resume", metavar="DIR", help="continue exactly from a checkpoint folder")
+    q.add_argument("--json", action="store_true", help="end with one JSON summary line")
+
+
+def train_overrides(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields given on the command line."""
+    from finetune.trainer import TrainConfig
+
+    return {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a tokenizer, pretrain, finetune (SFT/LoRA), merge adapters")
+    ts = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+
+    q = ts.add_parser("tokenizer", help="byte-level BPE with the ChatML special tokens")
+    q.add_argument("files", nargs="+", metavar="FILE")
+    q.add_argument("--vocab-size", type=int, required=True)
+    q.add_argument("--out", required=True, metavar="DIR")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+    q.set_defaults(func=cmd_tokenizer)
+
+    q = ts.add_parser("pretrain", help="train the scratch decoder on plain text")
+    q.add_argument("--data", nargs="+", required=True, metavar="FILE", help="text files (one file: blank-line blocks are documents)")
+    q.add_argument("--preset", default="book", choices=("book", "small", "shakespeare"), help="model and training preset")
+    q.add_argument("--out", metavar="DIR", help="checkpoint folder")
+    q.add_argument("--tokenizer", metavar="DIR", help="tokenizer.json to use (default: train one on the data)")
+    q.add_argument("--vocab-size", type=int, default=2048, help="vocabulary when training a tokenizer (default %(default)s)")
+    q.add_argument("--context", type=int, help="override the preset's context length")
+    add_train_options(q)
+    q.set_defaults(func=cmd_pretrain)
+
+    q = ts.add_parser("sft", help="supervised finetuning, full or LoRA")
+    q.add_argument("--data", required=True, metavar="FILE", help="JSONL/JSON: {messages}, {instruction, solution} or Alpaca")
+    q.add_argument("--base", metavar="MODEL", help="HF folder or scratch checkpoint (default: the bundled SmolLM2)")
+    q.add_argument("--out", metavar="DIR", help="adapter or model folder")
+    q.add_argument("--lora", action="store_true", help="train a LoRA adapter (peft) instead of all weights")
+    q.add_argument("--r", type=int, default=16, help="LoRA rank (default %(default)s)")
+    q.add_argument("--alpha", type=int, default=32, help="LoRA alpha (default %(default)s)")
+    q.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout (default %(default)s)")
+    q.add_argument("--target-modules", help="comma-separated (default q/k/v/o_proj for HF, W_Q/W_K/W_V/W_O for scratch)")
+    q.add_argument("--epochs", type=float, default=3.0, help="passes over the data (default %(default)s)")
+    q.add_argument("--patience", type=int, default=2, help="early stop after N evaluations without improvement")
+    q.add_argument("--max-len", type=int, default=512, help="tokens per example (default %(default)s)")
+    q.add_argument("--val-data", metavar="FILE", help="validation file (default: hold out 10%%)")
+    q.add_argument("--system", help="system prompt added to examples without one")
+    q.add_argument("--limit", type=int, help="use only the first N examples")
+    add_train_options(q)
+    q.set_defaults(func=cmd_sft)
+
+    q = ts.add_parser("grounding", help="fit the hallucination check's calibration on human labels")
+    q.add_argument("--ragtruth", required=True, metavar="FILE", help="RAGTruth JSONL with source_info and labels")
+    q.add_argument("--wice", metavar="DIR", help="WiCE folder: its claim_dev.jsonl is added to the fit")
+    q.add_argument("--out", default=str(Path(__file__).parent.parent / "grounding" / "weights.json"),
+                   help="where to write the weights (default: the shipped assistant/grounding/weights.json)")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+    q.set_defaults(func=cmd_grounding)
+
+    q = ts.add_parser("merge", help="merge a LoRA adapter into its base weights")
+    q.add_argument("--adapter", required=True, metavar="DIR")
+    q.add_argument("--out", required=True, metavar="DIR")
+    q.add_argument("--base", metavar="MODEL", help="base model (default: the one the adapter was trained on)")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+    q.set_defaults(func=cmd_merge)
+
+
+def cmd_tokenizer(args: argparse.Namespace) -> int:
+    from finetune.data import read_documents
+    from finetune.tokenizer import train_bpe
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = train_bpe(read_documents([Path(f) for f in args.files]) if len(args.files) == 1 else
+                    [Path(f).read_text(encoding="utf-8", errors="replace") for f in args.files], args.vocab_size)
+    tok.save(str(out / "tokenizer.json"))
+    emit({"out": str(out), "vocab_size": tok.get_vocab_size()}, args.json)
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from finetune.pretrain import pretrain
+
+    result = pretrain([Path(f) for f in args.data], _out(args), preset=args.preset,
+                      tokenizer_path=_path(args.tokenizer), vocab_size=args.vocab_size, context=args.context,
+                      overrides=train_overrides(args), resume=_path(args.resume), quiet=args.json)
+    emit(result, args.json)
+    return 0
+
+
+def cmd_sft(args: argparse.Namespace) -> int:
+    from finetune.sft import LoraSettings, SFTConfig, sft
+
+    lora = LoraSettings(r=args.r, alpha=args.alpha, dropout=args.dropout,
+                        targets=tuple(args.target_modules.split(",")) if args.target_modules else None)
+    config = SFTConfig(data=Path(args.data), out=_out(args), base=_path(args.base),
+                       lora=lora if args.lora else None, epochs=args.epochs, patience=args.patience,
+                       max_len=args.max_len, val_data=_path(args.val_data), system=args.system, limit=args.limit,
+                       resume=_path(args.resume))
+    emit(sft(config, train_overrides(args), quiet=args.json), args.json)
+    return 0
+
+
+def cmd_grounding(args: argparse.Namespace) -> int:
+    from assistant.bench.grounding import fit_shipped
+    from assistant.config import GROUNDING_GENERAL
+
+    calibrations = fit_shipped(Path(args.ragtruth), _path(args.wice), Path(args.out), report=say)
+    emit({"out": args.out, "fitted_on": calibrations[GROUNDING_GENERAL].fitted_on,
+          "answer_threshold": {k: c.answer_threshold for k, c in calibrations.items()},
+          "sentence_threshold": {k: c.sentence_threshold for k, c in calibrations.items()}}, args.json)
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from finetune.sft import merge
+
+    result = merge(Path(args.adapter), Path(args.out), base=_path(args.base))
+    say(f"merged vs adapter: max |logit difference| = {result['max_abs_logit_diff']:.2e}")
+    emit(result, args.json)
+    return 0
