@@ -140,8 +140,11 @@ def test_killed_mid_reply_keeps_the_partial_reply(smollm2_dir, hearth_home):
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             if db.exists():
-                with sqlite3.connect(db) as conn:
-                    row = conn.execute("SELECT content FROM messages WHERE role = 'assistant'").fetchone()
+                try:
+                    with sqlite3.connect(db) as conn:
+                        row = conn.execute("SELECT content FROM messages WHERE role = 'assistant'").fetchone()
+                except sqlite3.OperationalError:  # the file is there, its tables not yet
+                    row = None
                 if row and row[0]:
                     break
             time.sleep(0.1)

@@ -132,24 +132,26 @@ class HearthApp(App):
 
     def on_mount(self) -> None:
         self.query_one("#input", ChatInput).focus()
-        self.call_after_refresh(self._first_frame)
-        try:
-            self.refresh_sidebar()
-            if self.start_conversation is not None:
-                self.open_conversation(self.start_conversation, restore_settings=False)
-        except HearthError as exc:
-            self.show_error(str(exc))
         self.update_status("loading model…")
+        self.call_after_refresh(self._first_frame)
 
     def _first_frame(self) -> None:
+        """The layout is on screen: now open the history (the sidebar, a conversation to continue)
+        and start loading the model; importing the database and torch before would delay the frame."""
         self.first_frame_at = time.perf_counter()
         marker = os.environ.get("HEARTH_FIRST_FRAME_FILE")  # set by `hearth bench tui`
         if marker:
             Path(marker).write_text(repr(time.time()))
             self.exit()
             return
+        try:
+            self.refresh_sidebar()
+            if self.start_conversation is not None:
+                self.open_conversation(self.start_conversation, restore_settings=False)
+        except HearthError as exc:
+            self.show_error(str(exc))
         if not self.model_requested:  # /model, /backend or /adapter may have asked for one already
-            self.load_backend(self.settings)  # after the first frame: importing torch would delay it
+            self.load_backend(self.settings)
 
     # -- backend and session ----------------------------------------------------------------------
     def load_backend(self, settings: ChatSettings) -> None:
@@ -265,7 +267,10 @@ class HearthApp(App):
         note = {"stop": "", "complete": "", "length": " · cut at max tokens", "cancelled": " · stopped",
                 "interrupted": " · interrupted",
                 "error": " · error"}.get(m.status, f" · {m.status}")
-        return f"Hearth · {m.backend or '?'}: {Path(str(m.model or '?')).name}{note}"
+        precision = m.settings.get("precision") or "fp32"  # as the reply records it (older ones do not)
+        adapter = m.settings.get("adapter")
+        model = Path(str(m.model or "?")).name + (f" + {Path(adapter).name}" if adapter else "")
+        return f"Hearth · {m.backend or '?'}: {model}{f' ({precision})' if precision != 'fp32' else ''}{note}"
 
     # -- sending ----------------------------------------------------------------------------------
     @on(ChatInput.Submitted)

@@ -101,9 +101,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from assistant.store import Store
+    if args.plain or args.conversation is not None:
+        from assistant.store import Store
 
-    store = Store()
+        store = Store()
+    else:  # the full-screen chat opens the history after its first frame; an unusable HEARTH_HOME fails now
+        from assistant.config import ensure_dir, hearth_home
+
+        ensure_dir(hearth_home())
+        store = None
     settings = settings_for(args, store)
     if args.plain:
         from assistant.conversation import open_session
@@ -116,11 +122,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def chat_app(args: argparse.Namespace, store, settings: ChatSettings | None = None):
     """The full-screen chat for these options (an unknown collection fails before the UI starts)."""
-    from assistant.conversation import open_collection
     from tui.app import HearthApp
 
     settings = settings or settings_for(args, store)
-    open_collection(settings.collection)
+    if settings.collection is not None:
+        from assistant.conversation import open_collection
+
+        open_collection(settings.collection)
     return HearthApp(store=store, settings=settings, conversation_id=args.conversation)
 
 
