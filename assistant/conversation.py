@@ -146,7 +146,6 @@ def open_session(settings: ChatSettings, store: Store | None = None, conversatio
     if conversation is not None:
         session.conversation = conversation
         session.messages = [m for m in store.messages(conversation.id) if m.role != "system"]
-        session.save_settings()
     return session
 
 
@@ -192,11 +191,17 @@ class ChatSession:
         return settings
 
     def save_settings(self) -> None:
-        """Store the settings and the model with the conversation (if it is stored yet)."""
-        if self.store is not None and self.conversation is not None:
-            self.store.update_conversation(self.conversation.id, settings=self.settings.to_dict(),
-                                           system_prompt=self.settings.system_prompt,
-                                           backend=self.backend.name, model=self.backend.model_id)
+        """Store the settings and the model with the conversation, if it is stored and they changed
+        (an unchanged conversation keeps its place in the history)."""
+        conv = self.conversation
+        if self.store is None or conv is None:
+            return
+        now = dict(settings=self.settings.to_dict(), system_prompt=self.settings.system_prompt,
+                   backend=self.backend.name, model=self.backend.model_id)
+        if now != dict(settings=conv.settings, system_prompt=conv.system_prompt, backend=conv.backend, model=conv.model):
+            self.store.update_conversation(conv.id, **now)
+            conv.settings, conv.system_prompt, conv.backend, conv.model = (
+                now["settings"], now["system_prompt"], now["backend"], now["model"])
 
     def _ensure_conversation(self, first_user_text: str) -> None:
         if self.store is None or self.conversation is not None:
@@ -299,6 +304,7 @@ class ChatSession:
         history = self.history_for_model()
         plan, sources = self._plan_turn(user_text, history)  # raises before anything is stored
         self._ensure_conversation(user_text)
+        self.save_settings()  # a continued conversation records what answers it now
         self.messages.append(self._save(Message(role="user", content=user_text)))
         yield from self._reply(user_text, history, plan, sources, cancel)
 

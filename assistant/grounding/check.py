@@ -155,18 +155,27 @@ def check(answer: str, sources: list[tuple[int, str]], embedder, scorer=None, qu
     model signals out (their features are then zero, which the calibration reads as weak evidence).
     samples, re-sampled answers to the same prompt, turn on self-consistency.
     """
-    calibration = calibration or shipped_calibration(kind)
     if scorer is None:
         scorer = default_scorer()
     found = signals(answer, [text for _, text in sources], embedder, scorer or None, question)
+    agreement = None
+    if samples and any(r is not None for r in found.rows):
+        texts = [_sentence_text(answer, span) for span, r in zip(found.spans, found.rows) if r is not None]
+        agreement = consistency(texts, samples, embedder)
+    return judge(answer, sources, found, calibration or shipped_calibration(kind), agreement)
+
+
+def judge(answer: str, sources: list[tuple[int, str]], found: Signals, calibration: Calibration,
+          agreement: np.ndarray | None = None) -> Checks:
+    """The verdicts a calibration gives an answer's signals (one measurement, any calibration).
+
+    agreement: each verifiable sentence's self-consistency with re-sampled answers, if measured.
+    """
     if not found.spans:
         return Checks(None, [], calibration.answer_threshold)
     rows = [r for r in found.rows if r is not None]
     support_values = calibration.sentence_support(np.stack(rows)) if rows else np.zeros(0)
-    agreement = None
-    if samples and rows:
-        texts = [_sentence_text(answer, span) for span, r in zip(found.spans, found.rows) if r is not None]
-        agreement = consistency(texts, samples, embedder)
+    if agreement is not None:
         support_values = (support_values + agreement) / 2
     support = iter(support_values)
     results = []

@@ -125,3 +125,13 @@ def test_settings_stored_by_older_versions_still_load(store):
         PRESETS["creative"], 100, "regenerate", True, "old ui")
     b = stored_settings(store, cli.id, ChatSettings())
     assert (b.sampling, b.max_new_tokens, b.system_prompt, b.k) == (PRESETS["balanced"], 64, "old cli", 3)
+
+
+def test_opening_a_conversation_changes_nothing_until_it_is_answered(session, store, tiny_tokenizer):
+    cid = session.conversation_id
+    before = store.get_conversation(cid)
+    backend = ScriptedBackend(tiny_tokenizer, ["five back"])
+    again = open_session(stored_settings(store, cid, ChatSettings()), store, cid, backend=backend)
+    assert store.get_conversation(cid) == before  # same settings, same place in the history
+    again.configure(k=4)
+    assert store.get_conversation(cid).settings["k"] == 4

@@ -8,7 +8,7 @@ claim), so a refit that ranks a plain fabrication above a faithful answer fails 
 import pytest
 
 from assistant.grounding import check
-from assistant.grounding.check import default_scorer
+from assistant.grounding.check import default_scorer, judge, shipped_calibration, signals
 
 WARRANTY = ("The Hearth X200 kettle comes with a two-year limited warranty covering manufacturing defects. "
             "The warranty does not cover damage from descaling with vinegar. To claim, email "
@@ -51,13 +51,19 @@ FABRICATED = [
 
 @pytest.fixture(scope="module")
 def supports(embedder):
-    """Answer support of every case under the two calibrations users meet."""
+    """Answer support of every case under the two calibrations users meet (measured once, judged by each)."""
     scorer = default_scorer()
-    out = {}
-    for kind in ("question", "general"):
-        out[kind] = [[check(answer, [(1, source)], embedder, scorer, question=question, kind=kind)
-                      for source, question, answer in cases] for cases in (FAITHFUL, FABRICATED)]
-    return out
+    measured = [[(answer, source, signals(answer, [source], embedder, scorer, question))
+                 for source, question, answer in cases] for cases in (FAITHFUL, FABRICATED)]
+    return {kind: [[judge(answer, [(1, source)], found, shipped_calibration(kind)) for answer, source, found in group]
+                   for group in measured] for kind in ("question", "general")}
+
+
+def test_judging_measured_signals_is_the_whole_check(embedder):
+    source, question, answer = FABRICATED[0]
+    found = signals(answer, [source], embedder, default_scorer(), question)
+    assert judge(answer, [(1, source)], found, shipped_calibration("question")) == check(
+        answer, [(1, source)], embedder, question=question, kind="question")
 
 
 @pytest.mark.parametrize("kind", ["question", "general"])
