@@ -29,6 +29,8 @@ GROUNDING_KINDS = (GROUNDING_GENERAL, GROUNDING_QUESTION, "summary", "data")
 def hearth_home() -> Path:
     """The data directory: $HEARTH_HOME, default ~/.local/share/hearth."""
     env = os.environ.get("HEARTH_HOME")
+    if env is not None and not env.strip():
+        raise StorageError("HEARTH_HOME is set but empty: set it to a folder, or unset it for the default.")
     return Path(env).expanduser() if env else Path.home() / ".local" / "share" / "hearth"
 
 

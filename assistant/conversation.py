@@ -387,7 +387,7 @@ class ChatSession:
     def _stream(self, plan: PromptPlan, reply: Message, cancel: threading.Event | None):
         """Yield TokenEvents into `reply`, which is stored as "interrupted" every save_every_s (so a
         crash loses at most that much); returns (finish reason, error). If the consumer stops
-        listening (Ctrl+C, window closed), the reply so far is stored as cancelled."""
+        listening (window closed) or Ctrl+C interrupts, the reply so far is stored as cancelled."""
         self.last_plan = plan
         tokenizer = self.backend.tokenizer
         decoder = StreamDecoder(tokenizer)
@@ -423,7 +423,7 @@ class ChatSession:
                 yield TokenEvent(decoder.push(step.token_id), step.token_id, step.logprob)
             if finish != "stop" and cancel is not None and cancel.is_set():
                 finish = "cancelled"
-        except GeneratorExit:
+        except (GeneratorExit, KeyboardInterrupt):  # Ctrl+C may land inside the model's step
             stream.close()
             settle()
             reply.status = "cancelled"

@@ -23,7 +23,7 @@ SYSTEM_TEMPLATE = (
 def neutralise(text: str) -> str:
     """Make document text unable to pose as ChatML structure or close its own delimiters."""
     text = text.replace(IM_START, "<im_start>").replace(IM_END, "<im_end>")
-    return re.sub(r"(?m)^(\s*)(Document \[\d+\])", r"\1(\2)", text)
+    return re.sub(r"(?m)^([ \t]*)(Document \[\d+\])", r"\1(\2)", text)  # [ \t], not \s: linear on blank runs
 
 
 @dataclass
@@ -61,6 +61,7 @@ def system_prompt(sources: list[Source], strict: bool = False) -> str:
     blocks = []
     for s in sources:
         where = s.path + (f", page {s.page}" if s.page else f", line {s.line}") + (f", {s.heading}" if s.heading else "")
+        where = neutralise(" ".join(where.split()))  # a file name or heading is data too: one line, no ChatML
         blocks.append(f"Document [{s.number}] ({where}):\n{neutralise(s.text)}")
     return SYSTEM_TEMPLATE.format(sources="\n\n".join(blocks)) + (STRICT_NOTE if strict else "")
 

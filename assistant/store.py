@@ -140,17 +140,18 @@ class Store:
         """Conversations, most recently updated first; `query` matches titles and message text."""
         where, args = "", []
         if query:
+            like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"  # % and _ are text
             where = (
-                "where title like ? or id in (select conversation_id from messages where id in "
+                "where title like ? escape '\\' or id in (select conversation_id from messages where id in "
                 "(select rowid from messages_fts where messages_fts match ?))"
             )
-            args = [f"%{query}%", _fts_phrase(query)]
+            args = [like, _fts_phrase(query)]
             if len(query) < 3:  # the trigram index cannot match shorter strings
                 where = (
-                    "where title like ? or id in "
-                    "(select conversation_id from messages where content like ?)"
+                    "where title like ? escape '\\' or id in "
+                    "(select conversation_id from messages where content like ? escape '\\')"
                 )
-                args = [f"%{query}%", f"%{query}%"]
+                args = [like, like]
         sql = f"select * from conversations {where} order by updated_at desc, id desc"
         if limit:
             sql += f" limit {int(limit)}"

@@ -21,7 +21,7 @@ class GenerationParams:
     """Sampling settings plus how many tokens a reply may have."""
 
     sampling: SamplingParams = field(default_factory=SamplingParams)
-    max_new_tokens: int = 512
+    max_new_tokens: int = 512  # a backend's own default; chats pass config.DEFAULT_MAX_NEW_TOKENS
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:

@@ -16,6 +16,9 @@ from retrieval.loaders import LoadedDocument
 
 DEFAULT_TARGET_TOKENS = 224  # + the title/heading prefix stays within MiniLM's 256
 DEFAULT_OVERLAP_TOKENS = 40
+# A chunk also stays within this many characters per budget token: the embedder's tokenizer counts a
+# long run without spaces as one unknown token, but the chat model's tokenizer does not.
+MAX_CHARS_PER_TOKEN = 8
 
 _ATX = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
 _FENCE = re.compile(r"^(```|~~~)")
@@ -145,21 +148,46 @@ def sentences(text: str, start: int = 0, end: int | None = None) -> list[tuple[i
     return merged
 
 
-def _split_long(text: str, span: tuple[int, int], count: Callable[[str], int], target: int) -> list[tuple[int, int]]:
-    """Break a span longer than target tokens into word-aligned windows."""
+def _longest_fit(text: str, start: int, limit: int, fits: Callable[[int, int], bool]) -> int:
+    """The largest end in (start, limit] with fits(start, end); at least start + 1 (one character)."""
+    lo, hi, best = start + 1, limit, start + 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if fits(start, mid):
+            best, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def _split_long(text: str, span: tuple[int, int], fits: Callable[[int, int], bool], target: int,
+                max_chars: int) -> list[tuple[int, int]]:
+    """Break a span that does not fit into word-aligned windows that do; a word that does not fit
+    on its own (minified code, base64, a line of CJK) is cut between characters.
+
+    Work stays linear in the span: a window of `target` tokens holds at most `target` words and
+    `max_chars` characters, so no probe tokenizes more than that.
+    """
     a, b = span
-    words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text[a:b])]
+    words: list[tuple[int, int]] = []
+    for m in re.finditer(r"\S+", text[a:b]):
+        start, end = a + m.start(), a + m.end()
+        while end - start > target // 4 and not fits(start, end):  # shorter words fit (<= 4 tokens a character)
+            cut = _longest_fit(text, start, min(end, start + max_chars), fits)
+            words.append((start, cut))
+            start = cut
+        words.append((start, end))
     out, i = [], 0
     while i < len(words):
         j = i + 1
-        lo, hi = i + 1, len(words)
+        lo, hi = i + 1, min(len(words), i + target)
         while lo <= hi:  # largest j whose window fits
             mid = (lo + hi) // 2
-            if count(text[a + words[i][0] : a + words[mid - 1][1]]) <= target:
+            if words[mid - 1][1] - words[i][0] <= max_chars and fits(words[i][0], words[mid - 1][1]):
                 j, lo = mid, mid + 1
             else:
                 hi = mid - 1
-        out.append((a + words[i][0], a + words[j - 1][1]))
+        out.append((words[i][0], words[j - 1][1]))
         i = j
     return out
 
@@ -170,25 +198,27 @@ def chunk_document(doc: LoadedDocument, count_tokens: Callable[[str], int],
     """Chunks of a loaded document, each at most about target_tokens embedder tokens."""
     text = doc.text
     line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+    max_chars = target_tokens * MAX_CHARS_PER_TOKEN
+
+    def fits(a: int, b: int) -> bool:
+        return b - a <= max_chars and count_tokens(text[a:b]) <= target_tokens
+
     chunks: list[Chunk] = []
     for section in sections(text, doc.kind):
         units: list[tuple[int, int, int]] = []  # (start, end, tokens)
         for para in paragraphs(text, section.start, section.end):
-            n = count_tokens(text[para[0] : para[1]])
-            if n <= target_tokens:
-                units.append((*para, n))
+            if fits(*para):
+                units.append((*para, count_tokens(text[para[0] : para[1]])))
                 continue
             pieces = [para] if doc.kind == "code" else sentences(text, *para)
             for piece in pieces:
-                m = count_tokens(text[piece[0] : piece[1]])
-                if m <= target_tokens:
-                    units.append((*piece, m))
-                else:
-                    units.extend((*w, count_tokens(text[w[0] : w[1]])) for w in _split_long(text, piece, count_tokens, target_tokens))
+                windows = [piece] if fits(*piece) else _split_long(text, piece, fits, target_tokens, max_chars)
+                units.extend((*w, count_tokens(text[w[0] : w[1]])) for w in windows)
         i = 0
         while i < len(units):
             j, total = i, 0
-            while j < len(units) and (j == i or total + units[j][2] <= target_tokens):
+            while j < len(units) and (j == i or (total + units[j][2] <= target_tokens
+                                                 and units[j][1] - units[i][0] <= max_chars)):
                 total += units[j][2]
                 j += 1
             a, b = units[i][0], units[j - 1][1]

@@ -79,16 +79,41 @@ class ChunkRecord:
     page: int | None
 
 
+def resolved(path: Path) -> Path:
+    """The absolute path with symlinks resolved; a symlink loop stays as it was given (made absolute)."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError):  # RuntimeError: "Symlink loop"
+        return Path(os.path.abspath(path))
+
+
+def printable(path: Path | str) -> str:
+    """A path as text that can be printed and stored (undecodable bytes of its name shown as U+FFFD)."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
+def _usable_name(path: Path, skipped: list[tuple[str, str]]) -> bool:
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        skipped.append((printable(path), "its name is not valid UTF-8 (rename the file)"))
+        return False
+
+
 def walk(paths: Iterable[Path], skipped: list[tuple[str, str]]) -> Iterator[Path]:
     """Files under the given paths; symlinked folders are followed once (no loops)."""
     seen_dirs: set[tuple[int, int]] = set()
     for root in paths:
         root = Path(root)
+        if not _usable_name(root, skipped):
+            continue
         if root.is_file():
-            yield root.resolve()
+            yield resolved(root)
             continue
         if not root.exists():
-            skipped.append((str(root), "does not exist"))
+            loop = root.is_symlink() and resolved(root) == Path(os.path.abspath(root))
+            skipped.append((str(root), "symlink loop" if loop else "does not exist"))
             continue
         for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=lambda e: skipped.append((e.filename, f"unreadable folder ({e.strerror})"))):
             try:
@@ -106,11 +131,13 @@ def walk(paths: Iterable[Path], skipped: list[tuple[str, str]]) -> Iterator[Path
                 if name.startswith("."):
                     continue
                 path = Path(dirpath) / name
+                if not _usable_name(path, skipped):
+                    continue
                 if path.is_symlink() and not path.exists():
                     skipped.append((str(path), "broken symlink"))
                     continue
                 if path.is_file():
-                    yield path.resolve()
+                    yield resolved(path)
 
 
 class Collection:
@@ -118,7 +145,7 @@ class Collection:
 
     def __init__(self, name: str = "default", embedder: Embedder | None = None, create: bool = True,
                  root: Path | None = None):
-        if not name or set(name) - _NAME_OK:
+        if not name or set(name) - _NAME_OK or not name.strip("."):  # "." and ".." are folders of their own
             raise HearthError(f"invalid collection name {name!r}: use letters, digits, '-', '_' and '.'.")
         self.name = name
         self.dir = (root or collections_dir()) / name
@@ -298,7 +325,7 @@ class Collection:
 
     def remove_path(self, path: Path) -> int:
         """Remove a file, or every document under a folder; returns how many were removed."""
-        target = str(Path(path).resolve())
+        target = str(resolved(path))
         paths = [r[0] for r in self.db.execute("select path from documents where path = ? or path like ?",
                                                [target, target.rstrip(os.sep) + os.sep + "%"])]
         removed = sum(self.remove_document(p) for p in paths)
@@ -310,7 +337,7 @@ class Collection:
         """Add new files, re-chunk changed ones, drop deleted ones; skip what cannot be read."""
         report = IngestReport()
         started = time.perf_counter()
-        roots = [Path(p).resolve() for p in paths]
+        roots = [resolved(p) for p in paths]
         files = list(walk(roots, report.skipped))
         seen = {str(f) for f in files}
         pending: list[tuple] = []  # (path, digest, size, mtime, title, kind, chunks, is_update)

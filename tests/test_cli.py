@@ -101,6 +101,14 @@ def test_no_history_stores_nothing(tiny_llama_dir, hearth_home):
         (["ask", "--docs", "nope", "hi"], "no collection named 'nope'"),
         (["train", "sft", "--data", "/nonexistent/chats.jsonl", "--out", "/nonexistent/out"],
          "training data /nonexistent/chats.jsonl does not exist"),
+        (["ask", "--temperature", "inf", "hi"], "temperature must be a finite number"),
+        (["ask", "--repetition-penalty", "inf", "hi"], "repetition_penalty must be a finite number"),
+        (["ask", "--seed", str(2**64), "hi"], "seed must be in [0, 2**64)"),
+        (["ask", "--docs", "notes", "-k", "0", "hi"], "the number of sources per answer (-k) must be at least 1"),
+        (["search", "bread", "-k", "0", "--mode", "dense"], "-k must be at least 1"),
+        (["ingest", ".", "--max-mb", "-1"], "--max-mb must be at least 1"),
+        (["ingest", ".", "--collection", ".."], "invalid collection name '..'"),
+        (["train", "sft", "--data", "x.jsonl"], "say where to write the model"),
     ],
 )
 def test_user_errors_print_one_line_and_exit_non_zero(args, message, hearth_home):
@@ -197,3 +205,32 @@ def test_continuing_a_conversation_keeps_its_settings_unless_an_option_changes_t
     replies = [m for m in shown["messages"] if m["role"] == "assistant"]
     assert [m["settings"]["sampling"]["top_k"] for m in replies] == [10, 4]
     assert all(m["timings"]["completion_tokens"] <= 3 for m in replies)
+
+
+def test_empty_hearth_home_is_an_error_not_the_default(monkeypatch):
+    monkeypatch.setenv("HEARTH_HOME", "")
+    run = hearth("history", "list", check=False)
+    assert run.returncode == 1 and run.stderr.startswith("hearth: error: HEARTH_HOME is set but empty")
+
+
+def test_history_search_takes_percent_and_underscore_as_text(tiny_llama_dir):
+    for question in ("a 100% sure thing", "plain words"):
+        hearth("ask", "--model", tiny_llama_dir, "--max-tokens", "2", question)
+    for query in ("%", "0%", "_"):
+        titles = [c["title"] for c in json.loads(hearth("history", "list", "--search", query, "--json").stdout)]
+        assert titles == (["a 100% sure thing"] if "%" in query else [])
+
+
+def test_output_into_a_closed_pipe_ends_quietly(hearth_home):
+    from assistant.records import Conversation
+    from assistant.store import Store
+
+    store = Store()
+    with store.db.conn:  # more than a pipe holds, so the writer is still writing when `head` exits
+        store.db["conversations"].insert_all(
+            {k: v for k, v in Conversation(f"conversation number {n} " + "x" * 60, "s").to_dict().items()
+             if k not in ("id", "settings")} for n in range(3000))
+    env = {**os.environ, "HEARTH_HOME": str(hearth_home)}
+    proc = subprocess.run(f"{sys.executable} -m assistant.cli history list | head -c 1", shell=True, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

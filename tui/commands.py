@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from assistant.config import POLICIES
+from assistant.export import ALL, FORMATS
+from backends.params import PRESETS
+from backends.registry import BACKENDS
+
 
 @dataclass(frozen=True)
 class Command:
@@ -15,18 +20,18 @@ class Command:
 COMMANDS = [
     Command("/new", "", "start a new conversation"),
     Command("/system", "TEXT", "set this conversation's system prompt (no text: show it)"),
-    Command("/preset", "precise|balanced|creative", "sampling preset"),
+    Command("/preset", "|".join(PRESETS), "sampling preset"),
     Command("/temp", "VALUE", "sampling temperature (0 = greedy)"),
     Command("/model", "PATH|default", "model folder for this conversation"),
-    Command("/backend", "hf|scratch", "switch backend (allowed mid-chat)"),
+    Command("/backend", "|".join(BACKENDS), "switch backend (allowed mid-chat)"),
     Command("/adapter", "PATH|off", "LoRA adapter (hf backend)"),
     Command("/docs", "COLLECTION|off", "answer from a document collection"),
     Command("/sources", "", "show the sources of the last answer"),
-    Command("/check", "annotate|regenerate|abstain|on|off",
+    Command("/check", "|".join((*POLICIES, "on", "off")),
             "what to do with unsupported grounded answers; on/off checks answers without documents"),
     Command("/regen", "", "regenerate the last reply"),
     Command("/edit", "", "edit and resend the last message"),
-    Command("/export", "md|json|chatml|chatml-all [FILE]", "export this conversation (or all as ChatML JSONL)"),
+    Command("/export", "|".join((*FORMATS, ALL)) + " [FILE]", "export this conversation (or all as ChatML JSONL)"),
     Command("/clear", "", "delete every message of this conversation"),
     Command("/rename", "TITLE", "rename this conversation"),
     Command("/delete", "", "delete this conversation"),

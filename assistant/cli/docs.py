@@ -66,6 +66,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from retrieval.collection import Collection, list_collections
     from retrieval.embedder import Embedder
 
+    if args.max_mb < 1:
+        raise HearthError("--max-mb must be at least 1")
     paths = [Path(p) for p in args.paths]
     missing = [p for p in paths if not p.exists()]
     if missing and len(missing) == len(paths) and args.collection not in list_collections():
@@ -101,6 +103,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from retrieval.collection import Collection
     from retrieval.search import search
 
+    if args.k < 1:
+        raise HearthError("-k must be at least 1")
     collection = Collection(args.collection, create=False)
     hits = search(collection, args.query, k=args.k, mode=args.mode)
     if args.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -64,7 +65,9 @@ class HFBackend:
                 "Pass --adapter with a folder written by `hearth train sft --lora`."
             )
         try:
-            return PeftModel.from_pretrained(model, adapter)
+            with warnings.catch_warnings():  # peft calls a transformers property deprecated in v5
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                return PeftModel.from_pretrained(model, adapter)
         except Exception as exc:
             raise ModelNotFound(f"cannot apply the adapter {adapter}: {exc}") from exc
 
@@ -86,12 +89,12 @@ class HFBackend:
         cache = DynamicCache()
         with torch.inference_mode():
             input_ids = torch.tensor([prompt_ids], device=self.device)
-            out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True)
+            out = self.model(input_ids=input_ids, cache=cache, use_cache=True)
             first = out.logits[0, -1]
 
         def step(token: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
-                out = self.model(input_ids=token.view(1, 1), past_key_values=cache, use_cache=True)
+                out = self.model(input_ids=token.view(1, 1), cache=cache, use_cache=True)
                 return out.logits[0, -1]
 
         yield from decode_loop(

@@ -193,3 +193,21 @@ def test_resume_continues_stored_conversation_and_regenerate_replaces_reply(tiny
     done = [e for e in resumed.regenerate() if isinstance(e, DoneEvent)][0]
     assert done.message.content == "second reply"
     assert [m.content for m in store.messages(session.conversation_id)] == ["one", "second reply"]
+
+
+def test_ctrl_c_inside_the_model_stores_the_partial_reply_as_cancelled(tiny_tokenizer, tmp_path):
+    script = tiny_tokenizer.encode("alpha beta gamma delta") + [tiny_tokenizer.im_end_id]
+
+    class Interrupted(ScriptedBackend):
+        def stream(self, prompt_ids, params, cancel=None):
+            for i, step in enumerate(super().stream(prompt_ids, params, cancel)):
+                if i == 2:
+                    raise KeyboardInterrupt  # what Ctrl+C does while a decode step runs
+                yield step
+
+    store = Store(tmp_path / "h.db")
+    session = ChatSession(Interrupted(tiny_tokenizer, script), store=store)
+    with pytest.raises(KeyboardInterrupt):
+        list(session.send("go"))
+    last = store.messages(session.conversation_id)[-1]
+    assert (last.role, last.status, last.content) == ("assistant", "cancelled", tiny_tokenizer.decode(script[:2]))

@@ -63,3 +63,39 @@ def test_sentence_split_english_abbreviations_numbers_and_cjk():
     parts = [text[a:b] for a, b in sentences(text)]
     assert parts == ["Dr. Smith paid 3.50 dollars, e.g. for tea.", "It was good!", "東京は首都です。",
                      "大阪も大きい。", "Done?"]
+
+
+def test_sentence_less_text_is_chunked_in_linear_work():
+    # the tokenizer's work, counted: windows were once re-tokenized from their start to the end
+    # of the text on every probe, so doubling a 10 MB one-line file quadrupled the time
+    tokenized = []
+
+    def counting(text: str) -> int:
+        tokenized.append(len(text))
+        return len(text.split())
+
+    def work(n_words: int) -> int:
+        tokenized.clear()
+        chunks = chunk_document(_doc("lorem " * n_words, kind="text"), counting, target_tokens=50)
+        assert max(words(c.text) for c in chunks) <= 50
+        return sum(tokenized)
+
+    small, big = work(20_000), work(40_000)
+    assert big <= 2.2 * small
+
+
+def test_no_chunk_exceeds_the_budget_whatever_the_input():
+    import json
+
+    from retrieval.chunker import MAX_CHARS_PER_TOKEN
+
+    def wordpiece_like(text: str) -> int:  # a run without spaces is one (unknown) token; CJK is a token a character
+        return sum(len(w) if any("\u4e00" <= ch <= "\u9fff" for ch in w) else 1 for w in text.split())
+
+    minified = json.dumps([{"id": i, "name": f"item{i}", "tags": ["a", "b"]} for i in range(3000)],
+                          separators=(",", ":"))
+    cjk = "東京は日本の首都です" * 500
+    for text in (minified, cjk, "short words then " + "x" * 5000 + " and more words"):
+        chunks = chunk_document(_doc(text, kind="text"), wordpiece_like, target_tokens=40)
+        assert all(wordpiece_like(c.text) <= 40 and len(c.text) <= 40 * MAX_CHARS_PER_TOKEN for c in chunks)
+        assert "".join(c.text for c in chunks).replace(" ", "") == text.replace(" ", "")  # nothing lost

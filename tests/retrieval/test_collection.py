@@ -132,3 +132,27 @@ def test_unknown_collection_and_bad_name(embedder):
         Collection("nope", create=False)
     with pytest.raises(HearthError, match="invalid collection name"):
         Collection("../evil")
+
+
+def test_bad_names_and_symlink_loops_are_skipped_and_the_rest_is_ingested(tmp_path, embedder):
+    import json
+    import os
+
+    from tests.helpers import hearth
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "good.txt").write_text("Sourdough needs a lively starter and a long, cool rise.\n")
+    fd = os.open(os.fsencode(folder) + b"/bad\xffname.txt", os.O_CREAT | os.O_WRONLY)  # a Latin-1 name
+    os.write(fd, b"Rye bread is dense.\n")
+    os.close(fd)
+    (tmp_path / "A").symlink_to(tmp_path / "B")
+    (tmp_path / "B").symlink_to(tmp_path / "A")
+    (tmp_path / "single.txt").write_text("Focaccia is an olive oil bread.\n")
+    run = hearth("ingest", tmp_path / "A", folder, tmp_path / "single.txt", "--collection", "c", "--json")
+    assert json.loads(run.stdout)["added"] == 2 and "Traceback" not in run.stderr
+    problems = run.stderr.strip().splitlines()
+    assert [line.split(": ")[-1] for line in problems] == ["symlink loop",
+                                                           "its name is not valid UTF-8 (rename the file)"]
+    removed = hearth("index", "remove", tmp_path / "A", "--collection", "c")
+    assert "removed 0 document(s)" in removed.stderr
