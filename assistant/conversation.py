@@ -196,12 +196,12 @@ class ChatSession:
         conv = self.conversation
         if self.store is None or conv is None:
             return
-        now = dict(settings=self.settings.to_dict(), system_prompt=self.settings.system_prompt,
-                   backend=self.backend.name, model=self.backend.model_id)
-        if now != dict(settings=conv.settings, system_prompt=conv.system_prompt, backend=conv.backend, model=conv.model):
+        now = {"settings": self.settings.to_dict(), "system_prompt": self.settings.system_prompt,
+               "backend": self.backend.name, "model": self.backend.model_id}
+        if any(getattr(conv, name) != value for name, value in now.items()):
             self.store.update_conversation(conv.id, **now)
-            conv.settings, conv.system_prompt, conv.backend, conv.model = (
-                now["settings"], now["system_prompt"], now["backend"], now["model"])
+            for name, value in now.items():
+                setattr(conv, name, value)
 
     def _ensure_conversation(self, first_user_text: str) -> None:
         if self.store is None or self.conversation is not None:

@@ -6,13 +6,14 @@ import sys
 import threading
 
 from assistant.conversation import ChatSession, DoneEvent, TokenEvent
+from backends.base import label
 
 HELP = "Type a message and press Enter. Ctrl+C stops a reply, Ctrl+D (or /quit) exits."
 
 
 def run_repl(session: ChatSession, read=input, write=sys.stdout.write) -> int:
     """Read a line, stream the reply, repeat until end of input."""
-    write(f"Hearth ({session.backend.name}: {session.backend.model_id}). {HELP}\n")
+    write(f"Hearth ({label(session.backend)}). {HELP}\n")
     while True:
         try:
             line = read("you> ")
