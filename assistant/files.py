@@ -27,6 +27,20 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         raise
 
 
+def write_user_file(path: Path, text: str) -> None:
+    """Write a file the user named (an export): atomically, into a folder that must exist; a
+    problem is a HearthError that names the path."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise HearthError(f"{path} is a folder; name a file")
+    if not path.parent.is_dir():
+        raise HearthError(f"the folder {path.parent} does not exist")
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        raise HearthError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
 def read_records(path: Path) -> list[dict]:
     """JSONL (one record a line) or a JSON list."""
     if not Path(path).is_file():

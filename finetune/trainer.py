@@ -21,6 +21,8 @@ from typing import Callable
 import torch
 from safetensors.torch import load_file, save_file
 
+from assistant.errors import HearthError
+
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
 OPTIM_FILE = "optimizer.safetensors"
@@ -42,6 +44,15 @@ class TrainConfig:
     seed: int = 0
     time_budget_min: float | None = None
     compile: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_every"):
+            if getattr(self, name) < 1:
+                raise HearthError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise HearthError(f"--lr must be a positive number, got {self.lr}")
+        if self.time_budget_min is not None and not self.time_budget_min > 0:
+            raise HearthError(f"--time-budget must be a positive number of minutes, got {self.time_budget_min}")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -109,6 +109,7 @@ def test_no_history_stores_nothing(tiny_llama_dir, hearth_home):
         (["ingest", ".", "--max-mb", "-1"], "--max-mb must be at least 1"),
         (["ingest", ".", "--collection", ".."], "invalid collection name '..'"),
         (["train", "sft", "--data", "x.jsonl"], "say where to write the model"),
+        (["history", "export", "1", "-o", "/nonexistent/folder/c.md"], "no conversation with id 1"),
     ],
 )
 def test_user_errors_print_one_line_and_exit_non_zero(args, message, hearth_home):
@@ -234,3 +235,33 @@ def test_output_into_a_closed_pipe_ends_quietly(hearth_home):
     proc = subprocess.run(f"{sys.executable} -m assistant.cli history list | head -c 1", shell=True, env=env,
                           capture_output=True, text=True, timeout=120)
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--batch-size", "0", "--batch-size must be at least 1"), ("--lr", "nan", "--lr must be a positive number"),
+    ("--max-steps", "0", "--max-steps must be at least 1"), ("--max-steps", "-1", "--max-steps must be at least 1"),
+    ("--time-budget", "0", "--time-budget must be a positive number"),
+])
+def test_training_caps_are_checked(option, value, message, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Some words to train on.\n\nAnd a second document.\n")
+    run = hearth("train", "pretrain", "--data", corpus, "--out", tmp_path / "out", option, value, check=False)
+    assert run.returncode == 1 and run.stderr.startswith(f"hearth: error: {message}"), run.stderr
+
+
+def test_export_to_a_bad_path_is_one_line(tiny_llama_dir, tmp_path):
+    cid = json.loads(hearth("ask", "--model", tiny_llama_dir, "--json", "--max-tokens", "2", "hi").stdout)["conversation_id"]
+    (tmp_path / "file").write_text("x")
+    for target, message in ((tmp_path, "is a folder"), (tmp_path / "missing" / "c.md", "does not exist"),
+                            (tmp_path / "file" / "c.md", "does not exist")):
+        run = hearth("history", "export", cid, "-o", target, check=False)
+        assert run.returncode == 1 and message in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "missing").exists()
+
+
+def test_ingest_of_nothing_readable_exits_non_zero(tmp_path):
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 10)
+    run = hearth("ingest", tmp_path, "--collection", "c", check=False)
+    assert run.returncode == 1 and "nothing was ingested" in run.stderr and "blob.bin" in run.stderr
+    (tmp_path / "note.txt").write_text("A readable note.\n")
+    assert hearth("ingest", tmp_path, "--collection", "c").returncode == 0

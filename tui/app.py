@@ -533,7 +533,7 @@ class HearthApp(App):
 
     def cmd_export(self, arg: str) -> None:
         from assistant.export import export_all
-        from assistant.files import write_atomic
+        from assistant.files import write_user_file
 
         fmt, _, target = arg.partition(" ")
         fmt = fmt or "md"
@@ -547,7 +547,7 @@ class HearthApp(App):
                 raise HearthError("nothing to export yet")
             name = f"hearth-{self.conversation_id}"
         path = Path(target).expanduser() if target else self.export_dir / f"{name}.{SUFFIXES[fmt]}"
-        write_atomic(path, text + "\n")
+        write_user_file(path, text + "\n")
         self.update_status(f"exported {path}")
         self.notify(f"Exported to {path}")
 

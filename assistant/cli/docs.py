@@ -96,7 +96,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
          f"{args.collection}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
          f"{report.removed} removed, {len(report.skipped)} skipped; {report.chunks} chunks in "
          f"{report.seconds:.1f} s ({report.chunks_per_s:.1f} chunks/s)", args.json)
-    return 1 if len(missing) == len(paths) and not report.removed else 0  # every path a typo
+    if report.added + report.updated + report.unchanged + report.removed == 0:
+        say(f"hearth: nothing was ingested into {args.collection}")
+        return 1  # every path a typo, or nothing readable in them
+    return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -67,9 +67,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     conv = store.get_conversation(args.id)
     text = export(conv, store.messages(conv.id), args.format)
     if args.output:
-        from assistant.files import write_atomic
+        from assistant.files import write_user_file
 
-        write_atomic(Path(args.output), text + "\n")
+        write_user_file(Path(args.output), text + "\n")
         say(f"wrote {args.output}")
     else:
         print(text)
