@@ -260,8 +260,10 @@ def test_export_to_a_bad_path_is_one_line(tiny_llama_dir, tmp_path):
 
 
 def test_ingest_of_nothing_readable_exits_non_zero(tmp_path):
-    (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 10)
-    run = hearth("ingest", tmp_path, "--collection", "c", check=False)
+    docs = tmp_path / "docs"  # not tmp_path itself: HEARTH_HOME lives there
+    docs.mkdir()
+    (docs / "blob.bin").write_bytes(bytes(range(256)) * 10)
+    run = hearth("ingest", docs, "--collection", "c", check=False)
     assert run.returncode == 1 and "nothing was ingested" in run.stderr and "blob.bin" in run.stderr
-    (tmp_path / "note.txt").write_text("A readable note.\n")
-    assert hearth("ingest", tmp_path, "--collection", "c").returncode == 0
+    (docs / "note.txt").write_text("A readable note.\n")
+    assert hearth("ingest", docs, "--collection", "c").returncode == 0

@@ -44,7 +44,7 @@ def add_sampling_options(g) -> None:
 
 def add_generation_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("generation")
-    g.add_argument("--system", help="system prompt for a new conversation")
+    g.add_argument("--system", help="system prompt (a continued conversation keeps its own unless this is given)")
     add_sampling_options(g)
 
 
@@ -58,9 +58,9 @@ def add_docs_options(p: argparse.ArgumentParser) -> None:
     add_sources_option(g)
     g.add_argument("--on-unsupported", choices=POLICIES,
                    help="when a grounded answer's support score is below the threshold: mark its unsupported "
-                        f"sentences (annotate, default {DEFAULT_POLICY}), retry once with a stricter instruction "
-                        "and keep the better answer (regenerate), or answer \"I don't know based on the "
-                        "documents.\" (abstain)")
+                        "sentences (annotate), retry once with a stricter instruction and keep the better answer "
+                        "(regenerate), or answer \"I don't know based on the documents.\" (abstain); "
+                        f"default: {DEFAULT_POLICY}")
     g.add_argument("--check", action="store_true", default=None,
                    help="also check answers given without --docs, against what you said in the conversation")
     g.add_argument("--self-check", type=int, metavar="N",
@@ -71,7 +71,8 @@ def add_chat_options(p: argparse.ArgumentParser) -> None:
     """Every option that goes into ChatSettings, plus --conversation."""
     add_model_options(p)
     add_generation_options(p)
-    p.add_argument("--conversation", type=int, metavar="ID", help="continue a stored conversation")
+    p.add_argument("--conversation", type=int, metavar="ID",
+                   help="continue a stored conversation, with the settings it was stored with (options given change them)")
     add_docs_options(p)
 
 
