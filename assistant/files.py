@@ -45,7 +45,10 @@ def read_records(path: Path) -> list[dict]:
     """JSONL (one record a line) or a JSON list."""
     if not Path(path).is_file():
         raise HearthError(f"{path} does not exist")
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise HearthError(f"{path} is not UTF-8 text (invalid byte at offset {exc.start})") from None
     try:
         data = json.loads(text)
         if isinstance(data, list):

@@ -26,6 +26,9 @@ class Example:
     labels: list[int]
 
 
+ROLES = ("system", "user", "assistant")
+
+
 def to_messages(record: dict, system: str | None = None) -> list[dict]:
     """A record in any supported format as ChatML messages."""
     if "messages" in record:
@@ -43,6 +46,11 @@ def to_messages(record: dict, system: str | None = None) -> list[dict]:
                      {"role": "assistant", "content": record.get("solution", record.get("output"))}]
     else:
         raise ValueError("expected 'messages', or 'instruction' with 'solution' or 'output'")
+    for m in messages:
+        if m["role"] not in ROLES:
+            raise ValueError(f"unknown role {m['role']!r}; use {', '.join(ROLES)}")
+        if not isinstance(m["content"], str):
+            raise ValueError(f"a {m['role']} message's content must be text, not {type(m['content']).__name__}")
     if system and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": system})
     return messages

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -79,3 +80,30 @@ def test_documents_split_and_token_stream(tmp_path, tiny_tokenizer):
     stream = TokenStream.build(val, tiny_tokenizer)
     assert stream.chars == sum(len(d) + 2 for d in val)
     assert (stream.ids == tiny_tokenizer.eos_id).sum() == 2
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"messages": [{"role": "robot", "content": "hi"}]}, "unknown role 'robot'"),
+    ({"messages": [{"role": "user", "content": None}]}, "content must be text, not NoneType"),
+    ({"messages": [{"role": "user", "content": ["a"]}]}, "content must be text, not list"),
+    ({"instruction": "Say hi", "output": None}, "content must be text, not NoneType"),
+])
+def test_bad_training_records_are_one_line_errors(record, message, tmp_path, tiny_tokenizer):
+    from assistant.errors import HearthError
+    from finetune.chat_data import load_examples
+
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "a"},
+                                             {"role": "assistant", "content": "b"}]}) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(HearthError, match=f"example 2: .*{re.escape(message)}"):
+        load_examples(path, tiny_tokenizer, 64)
+
+
+def test_training_data_that_is_not_utf8_is_one_line_error(tmp_path, tiny_tokenizer):
+    from assistant.errors import HearthError
+    from finetune.chat_data import load_examples
+
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b'{"instruction": "caf\xe9", "output": "ok"}\n')
+    with pytest.raises(HearthError, match="is not UTF-8 text"):
+        load_examples(path, tiny_tokenizer, 64)
