@@ -138,10 +138,9 @@ def open_session(settings: ChatSettings, store: Store | None = None, conversatio
     if collection is None:
         collection = open_collection(settings.collection)
     if backend is None:
-        from backends.registry import load_backend
+        from backends.registry import load_for
 
-        backend = load_backend(settings.backend, settings.model, settings.adapter, report=report,
-                               precision=settings.precision)
+        backend = load_for(settings, report)
     session = ChatSession(backend, settings, store=store, collection=collection)
     if conversation is not None:
         session.conversation = conversation

@@ -60,8 +60,9 @@ class ChatSettings:
 
     def with_backend(self, backend: str) -> "ChatSettings":
         """Switch backend, dropping an adapter or precision the new one does not take."""
-        other = DEFAULT_PRECISION if backend == "hf" else self.precision
-        return self.replace(backend=backend, adapter=None if backend == "scratch" else self.adapter, precision=other)
+        precision = DEFAULT_PRECISION if backend == "hf" else self.precision
+        return self.replace(backend=backend, adapter=None if backend == "scratch" else self.adapter,
+                            precision=precision)
 
     def resumed(self, stored: "ChatSettings") -> "ChatSettings":
         """These settings with a stored conversation's own (CONVERSATION_FIELDS) taken over."""

@@ -64,3 +64,9 @@ def load_backend(
     from backends.hf.backend import HFBackend
 
     return HFBackend(model_dir, adapter=Path(adapter).expanduser() if adapter else None)
+
+
+def load_for(settings, report: Callable[[str], None] | None = None) -> "Backend":
+    """The backend chat settings (assistant.settings.ChatSettings) name: backend, model, adapter, precision."""
+    return load_backend(settings.backend, settings.model, settings.adapter, report=report,
+                        precision=settings.precision)

@@ -36,9 +36,9 @@ BackendLoader = Callable[[ChatSettings], object]
 
 def default_loader(settings: ChatSettings):
     """Load the settings' backend through the registry (the default model is prepared on first use)."""
-    from backends.registry import load_backend
+    from backends.registry import load_for
 
-    return load_backend(settings.backend, settings.model, settings.adapter, precision=settings.precision)
+    return load_for(settings)
 
 
 def marked_answer(message) -> str:
@@ -109,7 +109,6 @@ class HearthApp(App):
         self.generating = False
         self.status_note = "starting"
         self.last_timings = None
-        self.first_frame_at: float | None = None
 
     # -- layout -----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -138,7 +137,6 @@ class HearthApp(App):
     def _first_frame(self) -> None:
         """The layout is on screen: now open the history (the sidebar, a conversation to continue)
         and start loading the model; importing the database and torch before would delay the frame."""
-        self.first_frame_at = time.perf_counter()
         marker = os.environ.get("HEARTH_FIRST_FRAME_FILE")  # set by `hearth bench tui`
         if marker:
             Path(marker).write_text(repr(time.time()))

@@ -69,7 +69,7 @@ def cmd_grounding(args: argparse.Namespace) -> int:
 
 def cmd_answers(args: argparse.Namespace) -> int:
     from assistant.bench.answers import eval_answers
-    from backends.registry import load_backend
+    from backends.registry import load_for
 
     squad = _existing(args.squad, "SQuAD file")
     if args.limit < 1:
@@ -77,8 +77,7 @@ def cmd_answers(args: argparse.Namespace) -> int:
     if args.seed is None:
         args.seed = 0  # an evaluation is reproducible unless told otherwise
     settings = chat_settings(args)
-    backend = load_backend(settings.backend, settings.model, settings.adapter, report=say,
-                           precision=settings.precision)
+    backend = load_for(settings, say)
     emit(eval_answers(squad, settings, backend, limit=args.limit, seed=args.sample_seed,
                       report=quiet if args.json else say), args.json)
     return 0
