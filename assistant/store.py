@@ -10,6 +10,7 @@ from typing import Callable
 import sqlite_utils
 
 from assistant.config import ensure_dir, history_db_path
+from assistant.database import connect, guarded, problem, write
 from assistant.errors import ConversationNotFound, StorageError
 from assistant.records import Conversation, Message, Timings, now_iso
 
@@ -76,6 +77,10 @@ def _loads(text: str | None, default=None):
     return default if text is None else json.loads(text)
 
 
+WHAT = "the history database"
+_guarded = guarded(WHAT)
+
+
 class Store:
     """Conversations and messages in one SQLite file; every write is its own transaction."""
 
@@ -83,13 +88,11 @@ class Store:
         self.path = Path(path) if path else history_db_path()
         ensure_dir(self.path.parent)
         try:
-            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
-            self.db = sqlite_utils.Database(conn)
-            self.db.enable_wal()
+            self.db = connect(self.path)
             self.db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"cannot open the history database {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise problem(exc, WHAT, self.path) from exc
 
     # -- schema -------------------------------------------------------------------------------
     @property
@@ -97,13 +100,15 @@ class Store:
         return self.db.execute("PRAGMA user_version").fetchone()[0]
 
     def _migrate(self) -> None:
-        version = self.schema_version
-        if version > SCHEMA_VERSION:
-            raise StorageError(
-                f"{self.path} was written by a newer Hearth (schema {version}); upgrade Hearth."
-            )
-        for number in range(version, SCHEMA_VERSION):
-            with self.db.conn:
+        if self.schema_version == SCHEMA_VERSION:
+            return
+        with write(self.db):  # the version is read again under the lock: another process may have migrated
+            version = self.schema_version
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self.path} was written by a newer Hearth (schema {version}); upgrade Hearth."
+                )
+            for number in range(version, SCHEMA_VERSION):
                 MIGRATIONS[number](self.db)
                 self.db.execute(f"PRAGMA user_version = {number + 1}")
 
@@ -111,15 +116,17 @@ class Store:
         self.db.close()
 
     # -- conversations ------------------------------------------------------------------------
+    @_guarded
     def create_conversation(self, conv: Conversation) -> Conversation:
         """Insert a conversation and return it with its id."""
         row = conv.to_dict()
         row.pop("id")
         row["settings"] = _dumps(conv.settings)
-        with self.db.conn:
+        with write(self.db):
             conv.id = self.db["conversations"].insert(row).last_pk
         return conv
 
+    @_guarded
     def get_conversation(self, conversation_id: int) -> Conversation:
         """The conversation with this id, or ConversationNotFound."""
         try:
@@ -136,6 +143,7 @@ class Store:
         row["settings"] = _loads(row["settings"], {})
         return Conversation(**row)
 
+    @_guarded
     def list_conversations(self, query: str | None = None, limit: int | None = None) -> list[Conversation]:
         """Conversations, most recently updated first; `query` matches titles and message text."""
         where, args = "", []
@@ -157,19 +165,21 @@ class Store:
             sql += f" limit {int(limit)}"
         return [self._conversation(r) for r in self.db.query(sql, args)]
 
+    @_guarded
     def update_conversation(self, conversation_id: int, **fields) -> None:
         """Change title, system_prompt, backend, model or settings."""
         self.get_conversation(conversation_id)
         if "settings" in fields:
             fields["settings"] = _dumps(fields["settings"])
         fields["updated_at"] = now_iso()
-        with self.db.conn:
+        with write(self.db):
             self.db["conversations"].update(conversation_id, fields)
 
+    @_guarded
     def delete_conversation(self, conversation_id: int) -> None:
         """Delete a conversation and all its messages."""
         self.get_conversation(conversation_id)
-        with self.db.conn:
+        with write(self.db):
             self.db["messages"].delete_where("conversation_id = ?", [conversation_id])
             self.db["conversations"].delete(conversation_id)
 
@@ -192,21 +202,24 @@ class Store:
             "checks": _dumps(message.checks),
         }
 
+    @_guarded
     def add_message(self, conversation_id: int, message: Message) -> Message:
         """Append a message and bump the conversation's updated_at, in one transaction."""
-        with self.db.conn:
+        with write(self.db):
             message.id = self.db["messages"].insert({"conversation_id": conversation_id} | self._row(message)).last_pk
             self.db["conversations"].update(conversation_id, {"updated_at": now_iso()})
         message.conversation_id = conversation_id
         return message
 
+    @_guarded
     def replace_message(self, message: Message) -> Message:
         """Overwrite a stored message with every field of `message` (a reply stored as it streams)."""
-        with self.db.conn:
+        with write(self.db):
             self.db["messages"].update(message.id, self._row(message))
             self.db["conversations"].update(message.conversation_id, {"updated_at": now_iso()})
         return message
 
+    @_guarded
     def messages(self, conversation_id: int) -> list[Message]:
         """Messages of a conversation in order."""
         rows = self.db["messages"].rows_where(
@@ -236,9 +249,10 @@ class Store:
             created_at=row["created_at"],
         )
 
+    @_guarded
     def delete_message(self, message_id: int) -> None:
         """Delete one message."""
-        with self.db.conn:
+        with write(self.db):
             self.db["messages"].delete(message_id)
 
 

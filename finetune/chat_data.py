@@ -15,7 +15,7 @@ import torch
 
 from assistant import chatml
 from assistant.errors import HearthError
-from assistant.files import read_records
+from assistant.files import read_located_records
 
 IGNORE = -100
 
@@ -68,16 +68,16 @@ def load_examples(path: Path, tokenizer, max_len: int, system: str | None = None
                   limit: int | None = None) -> list[Example]:
     """Every example of the file; one with no supervised token is an error naming it."""
     examples = []
-    for n, record in enumerate(read_records(path), 1):
+    for where, record in read_located_records(path):
         if limit is not None and len(examples) >= limit:
             break
         try:
             messages = to_messages(record, system)
         except (ValueError, KeyError, TypeError) as exc:
-            raise HearthError(f"{path} example {n}: {exc}") from None
+            raise HearthError(f"{path} {where}: {exc}") from None
         example = encode_example(messages, tokenizer, max_len)
         if all(label == IGNORE for label in example.labels):
-            raise HearthError(f"{path} example {n} has no assistant tokens to learn from "
+            raise HearthError(f"{path} {where} has no assistant tokens to learn from "
                               f"(no assistant reply, or it starts after {max_len} tokens)")
         examples.append(example)
     if not examples:

@@ -9,14 +9,14 @@ from pathlib import Path
 import torch
 
 from assistant.errors import HearthError
+from assistant.files import input_file
 
 
 def read_documents(files: list[Path]) -> list[str]:
     """Each file is a document; a single file is split into blank-line separated documents."""
     texts = []
     for f in files:
-        if not Path(f).is_file():
-            raise HearthError(f"training data {f} does not exist")
+        input_file(f, "training data")
         texts.append(Path(f).read_text(encoding="utf-8", errors="replace"))
     if len(texts) == 1:
         texts = [d for d in re.split(r"\n\s*\n", texts[0]) if d.strip()]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from assistant.errors import HearthError
+from assistant.files import input_file
 from backends.tokenizer import ChatTokenizer
 from finetune.data import TokenStream
 from finetune.lm_eval import stream_loss
@@ -17,8 +17,7 @@ def perplexity(model_dir: Path, files: list[Path], context: int = 1024) -> dict:
     """Loss, perplexity and bits per character over every token of the files."""
     docs = []
     for f in files:
-        if not Path(f).is_file():
-            raise HearthError(f"{f} does not exist")
+        input_file(f, "evaluation text")
         docs.append(Path(f).read_text(encoding="utf-8", errors="replace"))
     model, kind = load_base(Path(model_dir))
     model.eval()

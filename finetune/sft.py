@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from assistant.errors import HearthError, ModelNotFound
+from assistant.files import input_file, read_located_records
+from backends.hf.peft_quiet import quiet_peft
 from backends.scratch.weights import is_native, load_native, save_native
 from backends.tokenizer import ChatTokenizer
 from finetune.chat_data import IGNORE, collate, load_examples
@@ -69,7 +71,8 @@ def add_lora(model, kind: str, lora: LoraSettings):
     targets = list(lora.targets) if lora.targets else (HF_LORA_TARGETS if kind == "hf" else SCRATCH_LORA_TARGETS)
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
                         task_type="CAUSAL_LM" if kind == "hf" else None)
-    return get_peft_model(model, config)
+    with quiet_peft():
+        return get_peft_model(model, config)
 
 
 def sft_loss(model, batch, kind: str) -> tuple[torch.Tensor, int]:
@@ -87,8 +90,8 @@ def sft(config: SFTConfig, overrides: dict | None = None, quiet: bool = False) -
     """Finetune on a conversation file; writes a LoRA adapter or full weights to config.out."""
     data, val_data, resume, lora = config.data, config.val_data, config.resume, config.lora
     for path in (data, val_data):  # before the base model is prepared or loaded
-        if path is not None and not Path(path).is_file():
-            raise HearthError(f"training data {path} does not exist")
+        if path is not None:
+            read_located_records(input_file(path, "training data"))  # a bad file is an error before minutes of set-up
     if config.base is None:
         from backends.hf.default_model import ensure_default_model
 
@@ -178,7 +181,8 @@ def merge(adapter: Path, out: Path, base: Path | None = None) -> dict:
             raise HearthError(f"{adapter} does not say which base it was trained on; pass --base")
         base = Path(json.loads(info_path.read_text())["base"])
     model, kind = load_base(Path(base))
-    model = PeftModel.from_pretrained(model, adapter).eval()
+    with quiet_peft():
+        model = PeftModel.from_pretrained(model, adapter).eval()
     tokenizer = ChatTokenizer.from_file(adapter if (adapter / "tokenizer.json").is_file() else base)
     from assistant import chatml
 

@@ -9,10 +9,8 @@ collection rebuilds it from the stored embeddings, without re-embedding anything
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,19 +18,22 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
-import sqlite_utils
 
 from assistant.config import ensure_dir, hearth_home
+from assistant.database import connect, guarded, reported, write
 from assistant.errors import HearthError
 from assistant.files import write_atomic
 from retrieval.chunker import Chunk, chunk_document
 from retrieval.embedder import Embedder, shared_embedder
 from retrieval.keywords import index_text
-from retrieval.loaders import MAX_FILE_BYTES, SkipFile, load
+from retrieval.loaders import MAX_FILE_BYTES, SkipFile, load, not_regular
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+_INDEX_MAGIC = b"HEARTH-FAISS-1\n"
+WHAT = "the collection database"
+_guarded = guarded(WHAT)
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -101,19 +102,25 @@ def _usable_name(path: Path, skipped: list[tuple[str, str]]) -> bool:
         return False
 
 
+def _dangling(path: Path) -> str:
+    return "symlink loop" if resolved(path) == Path(os.path.abspath(path)) else "broken symlink"
+
+
 def walk(paths: Iterable[Path], skipped: list[tuple[str, str]]) -> Iterator[Path]:
-    """Files under the given paths; symlinked folders are followed once (no loops)."""
+    """Files under the given paths, each once; symlinked folders are followed once (no loops)."""
     seen_dirs: set[tuple[int, int]] = set()
     for root in paths:
         root = Path(root)
         if not _usable_name(root, skipped):
             continue
+        if not root.exists():
+            skipped.append((str(root), _dangling(root) if root.is_symlink() else "does not exist"))
+            continue
+        if (why := not_regular(root)) is not None:
+            skipped.append((str(root), why))
+            continue
         if root.is_file():
             yield resolved(root)
-            continue
-        if not root.exists():
-            loop = root.is_symlink() and resolved(root) == Path(os.path.abspath(root))
-            skipped.append((str(root), "symlink loop" if loop else "does not exist"))
             continue
         for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=lambda e: skipped.append((e.filename, f"unreadable folder ({e.strerror})"))):
             try:
@@ -134,10 +141,27 @@ def walk(paths: Iterable[Path], skipped: list[tuple[str, str]]) -> Iterator[Path
                 if not _usable_name(path, skipped):
                     continue
                 if path.is_symlink() and not path.exists():
-                    skipped.append((str(path), "broken symlink"))
+                    skipped.append((str(path), _dangling(path)))
                     continue
-                if path.is_file():
-                    yield resolved(path)
+                if (why := not_regular(path)) is not None:
+                    skipped.append((str(path), why))
+                    continue
+                yield resolved(path)
+
+
+def read_index_file(path: Path):
+    """(FAISS index, generation) from a saved index file; OSError or ValueError if it cannot be read."""
+    import faiss
+
+    data = Path(path).read_bytes()
+    header = len(_INDEX_MAGIC) + 8
+    if len(data) < header or not data.startswith(_INDEX_MAGIC):
+        raise ValueError("not a Hearth index file")
+    generation = int.from_bytes(data[len(_INDEX_MAGIC) : header], "little")
+    try:
+        return faiss.deserialize_index(np.frombuffer(data[header:], dtype=np.uint8)), generation
+    except RuntimeError as exc:
+        raise ValueError(f"damaged FAISS data ({str(exc).splitlines()[0]})") from None
 
 
 class Collection:
@@ -153,18 +177,22 @@ class Collection:
             known = ", ".join(list_collections()) or "none yet"
             raise HearthError(f"no collection named {name!r} (existing: {known}); create it with `hearth ingest PATH --collection {name}`.")
         ensure_dir(self.dir)
-        conn = sqlite3.connect(self.dir / "collection.db", check_same_thread=False, timeout=30)
-        self.db = sqlite_utils.Database(conn)
-        self.db.enable_wal()
-        self._create_schema()
-        self.embedder = self._check_embedder(embedder)
+        self.path = self.dir / "collection.db"
+        with reported(WHAT, self.path):
+            self.db = connect(self.path)
+            self._create_schema()
+            recorded_embedder = self.meta("embedder")
+        self.embedder = self._check_embedder(embedder, recorded_embedder)
         self._index = None
+        self._index_generation = -1  # the generation the FAISS index in memory reflects
 
     # -- schema and metadata ---------------------------------------------------------------------
     def _create_schema(self) -> None:
         if "meta" in self.db.table_names():
             return
-        with self.db.conn:
+        with write(self.db):
+            if "meta" in self.db.table_names():  # another process created it while this one waited
+                return
             self.db["meta"].create({"key": str, "value": str}, pk="key")
             self.db["documents"].create({"id": int, "path": str, "hash": str, "size": int, "mtime": float,
                                          "title": str, "kind": str, "n_chunks": int, "ingested_at": float}, pk="id")
@@ -183,8 +211,7 @@ class Collection:
     def _set_meta(self, key: str, value: str) -> None:
         self.db["meta"].upsert({"key": key, "value": value}, pk="key")
 
-    def _check_embedder(self, embedder: Embedder | None) -> Embedder:
-        recorded = self.meta("embedder")
+    def _check_embedder(self, embedder: Embedder | None, recorded: str | None) -> Embedder:
         if embedder is None:
             if recorded and recorded != "all-MiniLM-L6-v2":
                 embedder = Embedder(recorded)
@@ -204,55 +231,93 @@ class Collection:
     def index(self):
         """The FAISS IndexIDMap2 over chunk ids, rebuilt from SQLite if it is missing or stale."""
         if self._index is None:
-            self._index = self._load_or_rebuild_index()
+            self._index, self._index_generation = self._load_or_rebuild_index()
         return self._index
 
-    def _index_paths(self) -> tuple[Path, Path]:
-        return self.dir / "index.faiss", self.dir / "index.json"
+    @property
+    def index_path(self) -> Path:
+        """One file: the generation the index reflects, then the FAISS index (replaced atomically as a
+        pair, so concurrent savers can never leave one process's vectors under another's stamp)."""
+        return self.dir / "vectors.faiss"
+
+    def saved_index(self):
+        """(index, generation) from the saved file, or None if it is missing or unreadable."""
+        try:
+            return read_index_file(self.index_path)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.warning("FAISS index unreadable (%s); rebuilding", exc)
+            return None
 
     def _load_or_rebuild_index(self):
-        import faiss
+        saved = self.saved_index()
+        if saved is not None:
+            index, generation = saved
+            if generation == self.generation and index.ntotal == self.db["chunks"].count:
+                return index, generation
+        return self._rebuild()
 
-        index_path, info_path = self._index_paths()
-        if index_path.is_file() and info_path.is_file():
-            try:
-                info = json.loads(info_path.read_text())
-                if info.get("generation") == self.generation:
-                    index = faiss.read_index(str(index_path))
-                    if index.ntotal == self.db["chunks"].count:
-                        return index
-            except (OSError, ValueError, RuntimeError) as exc:
-                log.warning("FAISS index unreadable (%s); rebuilding", exc)
-        return self.rebuild_index()
-
+    @_guarded
     def rebuild_index(self):
         """Build the FAISS index from the embeddings stored in SQLite, and save it."""
+        self._index, self._index_generation = self._rebuild()
+        return self._index
+
+    def _rebuild(self):
         import faiss
 
-        dim = int(self.meta("dim", "0") or 0) or self.embedder.dim
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        batch_ids, batch_vecs = [], []
-        for row in self.db.execute("select id, embedding from chunks order by id"):
-            batch_ids.append(row[0])
-            batch_vecs.append(np.frombuffer(row[1], dtype=np.float32))
-            if len(batch_ids) >= 50_000:
+        with write(self.db):  # the rows and the generation read together, with no commit in between
+            generation = self.generation
+            dim = int(self.meta("dim", "0") or 0) or self.embedder.dim
+            index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+            batch_ids, batch_vecs = [], []
+            for row in self.db.execute("select id, embedding from chunks order by id"):
+                batch_ids.append(row[0])
+                batch_vecs.append(np.frombuffer(row[1], dtype=np.float32))
+                if len(batch_ids) >= 50_000:
+                    index.add_with_ids(np.stack(batch_vecs), np.array(batch_ids, dtype=np.int64))
+                    batch_ids, batch_vecs = [], []
+            if batch_ids:
                 index.add_with_ids(np.stack(batch_vecs), np.array(batch_ids, dtype=np.int64))
-                batch_ids, batch_vecs = [], []
-        if batch_ids:
-            index.add_with_ids(np.stack(batch_vecs), np.array(batch_ids, dtype=np.int64))
-        self._index = index
-        self.save_index()
-        return index
+        self._save(index, generation)
+        return index, generation
 
     def save_index(self) -> None:
-        """Write the FAISS index and the generation it reflects (both atomically)."""
+        """Save the FAISS index in memory with the generation it reflects."""
+        if self._index is not None:
+            self._save(self._index, self._index_generation)
+
+    def _save(self, index, generation: int) -> None:
         import faiss
 
-        if self._index is None:
-            return
-        index_path, info_path = self._index_paths()
-        write_atomic(index_path, faiss.serialize_index(self._index).tobytes())
-        write_atomic(info_path, json.dumps({"generation": self.generation, "ntotal": int(self._index.ntotal)}))
+        write_atomic(self.index_path, _INDEX_MAGIC + generation.to_bytes(8, "little")
+                     + faiss.serialize_index(index).tobytes())
+        for old in ("index.faiss", "index.json"):  # the two-file layout of earlier versions
+            (self.dir / old).unlink(missing_ok=True)
+
+    @_guarded
+    def rebuild_keywords(self) -> int:
+        """Rewrite the keyword (FTS5) rows from the chunks table; returns how many chunks it indexed."""
+        with write(self.db):
+            self.db.execute("delete from chunks_fts")
+            rows = self.db.execute("select c.id, d.title, c.heading, c.text from chunks c "
+                                   "join documents d on d.id = c.doc_id")
+            n = 0
+            for chunk_id, title, heading, text in rows.fetchall():
+                self.db.execute("insert into chunks_fts(rowid, body) values (?, ?)",
+                                [chunk_id, index_text(f"{title}\n{heading}\n{text}")])
+                n += 1
+        return n  # the generation stays: chunks and vectors did not change, so the FAISS index holds
+
+    def _applied(self, generation_before: int):
+        """The in-memory index to mirror a commit onto, or None if another process committed since it
+        was loaded (it is then dropped and rebuilt from SQLite on next use)."""
+        if generation_before != self._index_generation:
+            self._index = None
+            return None
+        self._index_generation = generation_before + 1
+        return self._index
 
     # -- writes ---------------------------------------------------------------------------------
     def _doc_row(self, path: str) -> dict | None:
@@ -263,12 +328,13 @@ class Collection:
                          chunks: list[Chunk], vectors: np.ndarray) -> None:
         """Replace a document's chunks in one transaction, then mirror the change in FAISS."""
         if self.meta("dim") is None:
-            with self.db.conn:
+            with write(self.db):
                 self._set_meta("dim", str(vectors.shape[1]))
                 self._set_meta("embedder", self.embedder.name)
-        index = self.index  # loaded (or rebuilt) before this change, so it is applied exactly once
+        self.index  # noqa: B018  (loaded or rebuilt before this change, so it is applied exactly once)
         old_ids: list[int] = []
-        with self.db.conn:
+        with write(self.db):
+            index = self._applied(self.generation)
             doc = self._doc_row(path)
             if doc is not None:
                 old_ids = [r[0] for r in self.db.execute("select id from chunks where doc_id = ?", [doc["id"]])]
@@ -293,6 +359,8 @@ class Collection:
                              [cid, index_text(f"{title}\n{chunk.heading}\n{chunk.text}")])
                 new_ids.append(cid)
             self._bump_generation()
+        if index is None:
+            return
         if old_ids:
             index.remove_ids(np.array(old_ids, dtype=np.int64))
         if new_ids:
@@ -308,21 +376,24 @@ class Collection:
     def _bump_generation(self) -> None:
         self._set_meta("generation", str(self.generation + 1))
 
+    @_guarded
     def remove_document(self, path: str) -> bool:
         """Remove a document and its chunks from SQLite and FAISS; False if it was not there."""
-        doc = self._doc_row(path)
-        if doc is None:
-            return False
-        index = self.index
-        with self.db.conn:
+        self.index  # noqa: B018
+        with write(self.db):
+            doc = self._doc_row(path)
+            if doc is None:
+                return False
+            index = self._applied(self.generation)
             ids = [r[0] for r in self.db.execute("select id from chunks where doc_id = ?", [doc["id"]])]
             self._delete_chunks(ids)
             self.db["documents"].delete(doc["id"])
             self._bump_generation()
-        if ids:
+        if ids and index is not None:
             index.remove_ids(np.array(ids, dtype=np.int64))
         return True
 
+    @_guarded
     def remove_path(self, path: Path) -> int:
         """Remove a file, or every document under a folder; returns how many were removed."""
         target = str(resolved(path))
@@ -332,13 +403,14 @@ class Collection:
         self.save_index()
         return removed
 
+    @_guarded
     def ingest(self, paths: Iterable[Path], max_bytes: int = MAX_FILE_BYTES, batch_chunks: int = 512,
                progress: Callable[[dict], None] | None = None, target_tokens: int | None = None) -> IngestReport:
         """Add new files, re-chunk changed ones, drop deleted ones; skip what cannot be read."""
         report = IngestReport()
         started = time.perf_counter()
         roots = [resolved(p) for p in paths]
-        files = list(walk(roots, report.skipped))
+        files = list(dict.fromkeys(walk(roots, report.skipped)))  # a file named twice is read once
         seen = {str(f) for f in files}
         pending: list[tuple] = []  # (path, digest, size, mtime, title, kind, chunks, is_update)
         pending_chunks = 0
@@ -423,10 +495,12 @@ class Collection:
                     if path not in seen and not Path(path).exists():
                         report.removed += self.remove_document(path)
         self.save_index()
+        report.skipped = list(dict.fromkeys(report.skipped))  # a path given twice is reported once
         report.seconds = time.perf_counter() - started
         return report
 
     # -- reads ----------------------------------------------------------------------------------
+    @_guarded
     def chunks_by_id(self, ids: list[int]) -> dict[int, ChunkRecord]:
         """Chunk records for the ids (missing ids are left out)."""
         if not ids:
@@ -436,6 +510,7 @@ class Collection:
                f"from chunks c join documents d on d.id = c.doc_id where c.id in ({marks})")
         return {row[0]: ChunkRecord(*row) for row in self.db.execute(sql, list(ids))}
 
+    @_guarded
     def status(self) -> dict:
         """Counts and consistency of the collection."""
         n_chunks = self.db["chunks"].count

@@ -7,7 +7,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from assistant.files import not_regular
+
 log = logging.getLogger(__name__)
+logging.getLogger("pypdf").setLevel(logging.ERROR)  # a damaged PDF is one skip line, not pypdf's warnings
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 HTML_EXT = {".html", ".htm", ".xhtml"}
@@ -130,10 +133,9 @@ def _pdf(path: Path) -> tuple[str, list[int], str | None]:
 
 def load(path: Path, max_bytes: int = MAX_FILE_BYTES) -> LoadedDocument:
     """Read one file as text, or raise SkipFile with the reason."""
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise SkipFile(f"cannot stat ({exc.strerror})") from exc
+    if (why := not_regular(path)) is not None or path.is_dir():
+        raise SkipFile(why or "a folder")
+    size = path.stat().st_size
     if size > max_bytes:
         raise SkipFile(f"larger than the {max_bytes // (1024 * 1024)} MiB limit ({size // (1024 * 1024)} MiB)")
     if size == 0:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retrieval.collection import ChunkRecord, Collection
+from assistant.database import reported
+from retrieval.collection import WHAT, ChunkRecord, Collection
 from retrieval.keywords import match_query, query_terms, quote
 
 MODES = ("hybrid", "dense", "keyword")
@@ -95,11 +96,12 @@ def search(collection: Collection, query: str, k: int = 5, mode: str = "hybrid",
     dense: list[tuple[int, float]] = []
     keyword: list[tuple[int, float]] = []
     depth = max(k, CANDIDATES) if mode == "hybrid" else k
-    if mode in ("hybrid", "dense"):
-        vec = query_vec if query_vec is not None else collection.embedder.encode([query])[0]
-        dense = dense_scores(collection, vec, depth)
-    if mode in ("hybrid", "keyword"):
-        keyword = keyword_scores(collection, query, depth)
+    with reported(WHAT, collection.path):
+        if mode in ("hybrid", "dense"):
+            vec = query_vec if query_vec is not None else collection.embedder.encode([query])[0]
+            dense = dense_scores(collection, vec, depth)
+        if mode in ("hybrid", "keyword"):
+            keyword = keyword_scores(collection, query, depth)
     ranked = {"dense": dense, "keyword": keyword}.get(mode) or (fuse(dense, keyword) if mode == "hybrid" else [])
     ranked = ranked[:k]
     records = collection.chunks_by_id([i for i, _ in ranked])

@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from assistant.database import write
 from retrieval.collection import Collection
 from retrieval.embedder import Embedder
 from retrieval.search import MODES, search
@@ -140,7 +141,7 @@ def bench_latency(n_chunks: int = 100_000, queries: int = 200, report: Callable[
         dim = embedder.dim
         start = time.perf_counter()
         conn = collection.db.conn
-        with conn:
+        with write(collection.db):
             conn.execute("insert into meta(key, value) values ('dim', ?), ('embedder', ?)", [str(dim), embedder.name])
             conn.execute("insert into documents(id, path, hash, size, mtime, title, kind, n_chunks, ingested_at) "
                          "values (1, 'synthetic', '', 0, 0, 'synthetic', 'text', ?, 0)", [n_chunks])

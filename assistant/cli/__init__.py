@@ -6,15 +6,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sqlite3
 import sys
 
 from assistant import offline as _offline  # noqa: F401
-from assistant.cli import bench, chat, docs, evaluate, history, train
+from assistant.cli import bench, chat, docs, doctor, evaluate, history, train
 from assistant.cli.options import chat_settings  # noqa: F401  (the one place options become ChatSettings)
 from assistant.cli.output import say
 from assistant.errors import HearthError
 
-COMMAND_MODULES = (chat, history, docs, train, evaluate, bench)
+COMMAND_MODULES = (chat, history, docs, train, evaluate, bench, doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except sqlite3.Error as exc:  # a database error no command turned into a StorageError
+        say(f"hearth: error: database error ({exc}); `hearth doctor` checks Hearth's databases")
+        return 1
     except BrokenPipeError:  # the reader went away (`hearth history list | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
         return 1

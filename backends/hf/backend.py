@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -59,14 +58,15 @@ class HFBackend:
     def _with_adapter(model, adapter: Path):
         from peft import PeftModel
 
+        from backends.hf.peft_quiet import quiet_peft
+
         if not (adapter / "adapter_config.json").is_file():
             raise ModelNotFound(
                 f"{adapter} is not a LoRA adapter (no adapter_config.json). "
                 "Pass --adapter with a folder written by `hearth train sft --lora`."
             )
         try:
-            with warnings.catch_warnings():  # peft calls a transformers property deprecated in v5
-                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            with quiet_peft():
                 return PeftModel.from_pretrained(model, adapter)
         except Exception as exc:
             raise ModelNotFound(f"cannot apply the adapter {adapter}: {exc}") from exc

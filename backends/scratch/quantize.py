@@ -5,6 +5,11 @@ and multiplies bf16 activations by it in one fused kernel that dequantizes on th
 weights are quantized: activations stay bf16, because dynamically quantizing activations to int8
 (torch.ao's quantize_dynamic) breaks on the outlier channels small Llama models have (SmolLM2's
 MLP down-projections), which turned greedy answers into repeated garbage.
+
+The MLP down-projections (W_2), which read those outlier channels, stay bf16. Measured on SmolLM2
+over three 600-token texts on a 2-core AVX2 CPU: mean KL divergence from fp32 0.0061 -> 0.0048 and
+next-token agreement 0.950 -> 0.955 (bf16 everywhere: 0.97), at no measurable decode cost (18.8 vs
+18.9 tok/s interleaved). Keeping any other layer type instead helped less (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -45,8 +50,11 @@ class Int8Linear(nn.Module):
         return y.view(*x.shape[:-1], self.out_features)
 
 
+KEEP_BF16 = ("W_2",)  # layer names left in bf16 (see above)
+
+
 def quantize_int8(model: nn.Module) -> nn.Module:
-    """In place: bf16 everywhere, every nn.Linear replaced by an Int8Linear (CPU only).
+    """In place: bf16 everywhere, every nn.Linear but KEEP_BF16 replaced by an Int8Linear (CPU only).
 
     A tied output projection gets its own int8 copy; the embedding table stays bf16 (a lookup
     reads one row, so quantizing it would save memory but no time).
@@ -56,6 +64,6 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     model.to(torch.bfloat16)
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
-            if isinstance(child, nn.Linear):
+            if isinstance(child, nn.Linear) and name not in KEEP_BF16:
                 setattr(module, name, Int8Linear(child))
     return model

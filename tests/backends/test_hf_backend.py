@@ -57,8 +57,11 @@ def test_lora_adapter_is_applied(tiny_llama_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from backends.hf.peft_quiet import quiet_peft
+
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    with quiet_peft():
+        peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     peft_model.save_pretrained(tmp_path / "adapter")
     base = HFBackend(tiny_llama_dir)
     adapted = load_backend("hf", tiny_llama_dir, adapter=tmp_path / "adapter")

@@ -65,9 +65,13 @@ def test_formats(tmp_path, tiny_tokenizer):
 
 def test_example_without_supervision_is_an_error_naming_it(tmp_path, tiny_tokenizer):
     f = tmp_path / "data.jsonl"
-    f.write_text(json.dumps({"messages": CONVERSATION}) + "\n" +
-                 json.dumps({"messages": [{"role": "user", "content": "no reply"}]}) + "\n")
-    with pytest.raises(HearthError, match=r"example 2 has no assistant tokens"):
+    bad = {"messages": [{"role": "user", "content": "no reply"}]}
+    f.write_text(json.dumps({"messages": CONVERSATION}) + "\n\n" + json.dumps(bad) + "\n")
+    with pytest.raises(HearthError, match=r"data.jsonl line 3 has no assistant tokens"):  # the file's line
+        load_examples(f, tiny_tokenizer, 512)
+    f = tmp_path / "data.json"
+    f.write_text(json.dumps([{"messages": CONVERSATION}, bad]))
+    with pytest.raises(HearthError, match=r"data.json record 2 has no assistant tokens"):
         load_examples(f, tiny_tokenizer, 512)
 
 
@@ -93,9 +97,10 @@ def test_bad_training_records_are_one_line_errors(record, message, tmp_path, tin
     from finetune.chat_data import load_examples
 
     path = tmp_path / "data.jsonl"
-    path.write_text(json.dumps({"messages": [{"role": "user", "content": "a"},
-                                             {"role": "assistant", "content": "b"}]}) + "\n" + json.dumps(record) + "\n")
-    with pytest.raises(HearthError, match=f"example 2: .*{re.escape(message)}"):
+    path.write_text("\n" + json.dumps({"messages": [{"role": "user", "content": "a"},
+                                                    {"role": "assistant", "content": "b"}]})
+                    + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(HearthError, match=f"line 3: .*{re.escape(message)}"):
         load_examples(path, tiny_tokenizer, 64)
 
 

@@ -1,6 +1,6 @@
-import json
 import os
 
+import numpy as np
 import pytest
 
 from assistant.errors import HearthError
@@ -61,7 +61,7 @@ def test_status_and_reopen_uses_saved_index(docs, embedder):
     c.close()
     again = Collection("t", embedder=embedder, create=False)
     assert again.index.ntotal == 3
-    assert json.loads((again.dir / "index.json").read_text())["generation"] == again.generation
+    assert again.saved_index()[1] == again.generation
 
 
 def test_crash_mid_ingest_leaves_a_consistent_collection_and_rerun_completes(docs, embedder, monkeypatch):
@@ -90,13 +90,43 @@ def test_crash_mid_ingest_leaves_a_consistent_collection_and_rerun_completes(doc
     assert len(_agree(reopened)) == 9
 
 
+def _vectors_match(c: Collection) -> None:
+    """Every chunk's vector in FAISS is the embedding stored with it in SQLite."""
+    for chunk_id, blob in c.db.execute("select id, embedding from chunks"):
+        assert np.array_equal(c.index.reconstruct(chunk_id), np.frombuffer(blob, dtype=np.float32)), chunk_id
+
+
 def test_stale_faiss_file_is_rebuilt_from_sqlite(docs, embedder):
     c = Collection("stale", embedder=embedder)
     c.ingest([docs])
-    (c.dir / "index.json").write_text(json.dumps({"generation": 0}))
+    old = c.index_path.read_bytes()
+    (docs / "cat.txt").write_text("Our cat Miso was born in April 2020 and likes tuna.\n")
+    c.ingest([docs])
+    c.index_path.write_bytes(old)  # an index saved before the last commit, with its true stamp
     c.close()
     again = Collection("stale", embedder=embedder)
+    assert again.saved_index()[1] < again.generation
     assert again.index.ntotal == 3 and _agree(again)
+    _vectors_match(again)
+    assert again.saved_index()[1] == again.generation  # the rebuilt index was saved
+
+
+def test_concurrent_writers_never_save_an_index_under_a_stamp_it_does_not_reflect(docs, embedder):
+    a = Collection("two", embedder=embedder)
+    a.ingest([docs])
+    b = Collection("two", embedder=embedder)
+    b.index  # noqa: B018  (both processes hold the index in memory)
+    (docs / "cat.txt").write_text("Our cat Miso was born in April 2020 and likes tuna.\n")
+    b.ingest([docs / "cat.txt"])  # re-embeds a chunk that `a` holds the old vector of
+    (docs / "new.txt").write_text("A new note about the pond and its frogs.\n")
+    a.ingest([docs / "new.txt"])  # commits after b, from an index that missed b's change
+    a.close()
+    b.close()
+    fresh = Collection("two", embedder=embedder)
+    assert fresh.status()["consistent"] and len(_agree(fresh)) == 4
+    _vectors_match(fresh)
+    hits = search(fresh, "When was Miso born?", k=1)
+    assert "April 2020" in hits[0].chunk.text
 
 
 def test_symlink_loop_and_broken_link_are_skipped(docs, embedder):

@@ -42,11 +42,14 @@ def decisive(reference: torch.Tensor, margin: float) -> torch.Tensor:
     return top2[..., 0] - top2[..., 1] >= margin
 
 
-# Where fp32 is this sure of its next token, int8's rounding must not change it. Near-ties are left
-# out: whether those flip depends on the CPU's bf16 kernels (AMX, AVX-512 or AVX2), not on the
-# quantization, and a bar on them passed on one machine and failed on another.
+# Where fp32 is this sure of its next token, int8's rounding must not change it. Measured on a 2-core
+# AVX2 EPYC over 1,800 teacher-forced positions of three texts (600 each): int8 lowered fp32's lead
+# of its top token by at most 0.81 logits (99th percentile 0.59), and every flip was at a position
+# fp32 led by under 0.4. The bar is 1.85x the worst drop seen. How near-ties flip depends on the
+# CPU's bf16 kernels (AMX, AVX-512 or AVX2): overall agreement there was 0.945-0.963 (0.940 on the
+# text below), and a bar on all positions of a 52-token text passed on one machine and failed on
+# another.
 DECISIVE_LOGITS = 1.5
-
 
 def test_int8_model_keeps_the_tied_embedding_and_predicts_like_fp32(tiny_llama_dir):
     model = load_model(tiny_llama_dir).fuse_for_inference()
@@ -64,20 +67,42 @@ def test_int8_model_keeps_the_tied_embedding_and_predicts_like_fp32(tiny_llama_d
     assert torch.equal(logits.argmax(-1)[sure], reference.argmax(-1)[sure])
 
 
+STORY = """\
+Every autumn the village held a market on the square behind the old mill. Farmers drove in before
+dawn with carts of apples, pears and late plums, and the baker opened his shutters an hour early so
+that the smell of bread drifted across the stalls. Children ran between the tables while their
+parents argued about the price of cheese, and the blacksmith, who had nothing to sell, stood by the
+fountain telling anyone who would listen that the winter would be long.
+
+The miller's daughter kept the accounts. She wrote each sale in a narrow green ledger, noting the
+weight of the flour, the name of the buyer and whether they had paid in coins or in promises. Her
+father trusted nobody's arithmetic but hers, and by noon she could tell him exactly how many sacks
+were left and which families still owed him from the spring.
+
+In the afternoon the weather turned. Clouds came over the hills from the west, the wind lifted the
+canvas roofs, and the first drops of rain sent everyone hurrying to pack. The farmers covered their
+fruit with sacks, the baker pulled in his trays, and within half an hour the square was empty except
+for the blacksmith, who stood in the rain looking pleased that he had been right.
+
+That evening the family sat by the stove and counted the day's takings. There was more than the year
+before, though not as much as they had hoped, and the miller decided to repair the water wheel before
+the frost instead of buying a second horse. His daughter closed the ledger, blew out the lamp, and
+listened to the rain on the roof until she fell asleep.
+"""
+
+
 @pytest.mark.slow
 def test_int8_smollm2_predicts_the_same_next_token_as_fp32(smollm2_dir):
-    # Activation quantization (torch.ao dynamic int8) agreed on 33% of these positions and decoded
-    # garbage; weight-only int8 must stay close to the fp32 reference.
+    # Activation quantization (torch.ao dynamic int8) agreed on 33% of positions and decoded
+    # garbage; weight-only int8 must not change any next token fp32 is sure of.
     tokenizer = ChatTokenizer.from_file(smollm2_dir)
-    text = ("The lighthouse keeper climbed the spiral stairs every evening at dusk. He trimmed the wick, "
-            "polished the great lens and wrote the weather in his logbook before the ships came in.")
-    messages = [{"role": "user", "content": "Tell me about lighthouse keepers."},
-                {"role": "assistant", "content": text}]
+    messages = [{"role": "user", "content": "Tell me a story about a village market."},
+                {"role": "assistant", "content": STORY}]
     ids = torch.tensor([chatml.encode(messages, tokenizer).ids])
     model = load_model(smollm2_dir).fuse_for_inference()
     with torch.inference_mode():
         reference = model(ids)[0]
         predicted = apply_precision(model, "int8")(ids)[0].argmax(-1)
     sure = decisive(reference, DECISIVE_LOGITS)
-    assert int(sure.sum()) >= 10  # of 52 positions (16 on the fp32 reference)
+    assert int(sure.sum()) >= 100
     assert torch.equal(predicted[sure], reference.argmax(-1)[sure])
