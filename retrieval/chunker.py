@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from retrieval.loaders import LoadedDocument
+from retrieval.loaders import HEADED_KINDS, LoadedDocument
 
 DEFAULT_TARGET_TOKENS = 224  # + the title/heading prefix stays within MiniLM's 256
 DEFAULT_OVERLAP_TOKENS = 40
@@ -63,7 +63,7 @@ class _Section:
 
 def sections(text: str, kind: str) -> list[_Section]:
     """Split at Markdown (ATX) or reStructuredText headings; each section carries its heading path."""
-    if kind not in ("markdown", "rst", "html", "text"):
+    if kind not in HEADED_KINDS:
         return [_Section(0, len(text), "")]
     lines = text.splitlines(keepends=True)
     offsets = [0]

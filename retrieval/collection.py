@@ -9,11 +9,13 @@ collection rebuilds it from the stored embeddings, without re-embedding anything
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -54,6 +56,7 @@ class IngestReport:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    renamed: int = 0  # moved on disk with the same content: re-pointed, not re-embedded
     removed: int = 0
     chunks: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -147,6 +150,11 @@ def walk(paths: Iterable[Path], skipped: list[tuple[str, str]]) -> Iterator[Path
                     skipped.append((str(path), why))
                     continue
                 yield resolved(path)
+
+
+def _same_stat(row: dict | None, st: os.stat_result) -> bool:
+    """A stored document whose file has the size and modification time it had when indexed."""
+    return row is not None and row["size"] == st.st_size and row["mtime"] == st.st_mtime
 
 
 def read_index_file(path: Path):
@@ -376,6 +384,106 @@ class Collection:
     def _bump_generation(self) -> None:
         self._set_meta("generation", str(self.generation + 1))
 
+    def _documents_under(self, root: Path) -> list[dict]:
+        """Stored documents at a file root, or anywhere under a folder root."""
+        prefix = str(root).rstrip(os.sep) + os.sep
+        like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"  # _ and % are text
+        return list(self.db.query("select path, hash, size, mtime, title from documents "
+                                  "where path = ? or path like ? escape '\\'", [str(root), like]))
+
+    def _restamp(self, path: str, st: os.stat_result) -> None:
+        with write(self.db):
+            self.db.execute("update documents set size = ?, mtime = ? where path = ?", [st.st_size, st.st_mtime, path])
+
+    def _move_document(self, old: str, new: str, st: os.stat_result) -> None:
+        """Point a document at its new path; a title that was its file name follows the name."""
+        with write(self.db):
+            doc = self._doc_row(old)
+            title = Path(new).stem if doc["title"] == Path(old).stem else doc["title"]
+            self.db.execute("update documents set path = ?, title = ?, size = ?, mtime = ? where path = ?",
+                            [new, title, st.st_size, st.st_mtime, old])
+
+    # -- roots ----------------------------------------------------------------------------------
+    @property
+    def roots(self) -> list[str]:
+        """The paths this collection was built from (every path ever given to ingest that existed)."""
+        return json.loads(self.meta("roots") or "[]")
+
+    @property
+    def options(self) -> dict:
+        """The ingest options last used (max_bytes, target_tokens), which sync reuses."""
+        return json.loads(self.meta("options") or "{}")
+
+    def _remember(self, roots: list[Path], max_bytes: int, target_tokens: int | None) -> None:
+        with write(self.db):  # read and written under the lock: concurrent ingests each add their roots
+            known = json.loads(self.meta("roots") or "[]")
+            new = [str(r) for r in roots if r.exists() and str(r) not in known]
+            self._set_meta("roots", json.dumps(known + new))
+            self._set_meta("options", json.dumps({"max_bytes": max_bytes, "target_tokens": target_tokens}))
+
+    @_guarded
+    def sync(self, progress: Callable[[dict], None] | None = None) -> IngestReport:
+        """Bring the collection up to date with its roots: new, changed, renamed and deleted files."""
+        options = self.options
+        return self.ingest([Path(r) for r in self.roots], max_bytes=options.get("max_bytes", MAX_FILE_BYTES),
+                           progress=progress, target_tokens=options.get("target_tokens"))
+
+    @_guarded
+    def stale(self) -> dict[str, list[str]]:
+        """Files under the roots that changed since they were indexed: new, changed and deleted."""
+        found: dict[str, list[str]] = {"new": [], "changed": [], "deleted": []}
+        seen = set()
+        for file in walk([Path(r) for r in self.roots], []):
+            key = str(file)
+            seen.add(key)
+            row = self._doc_row(key)
+            try:
+                st = file.stat()
+            except OSError:
+                continue
+            if row is None:
+                found["new"].append(key)  # (or a file ingest skips: `index status --files` says which)
+            elif not _same_stat(row, st):
+                found["changed"].append(key)
+        for root in self.roots:
+            for row in self._documents_under(Path(root)):
+                if row["path"] not in seen and not Path(row["path"]).exists():
+                    found["deleted"].append(row["path"])
+        return found
+
+    @_guarded
+    def file_status(self) -> list[dict]:
+        """Every file under the roots: indexed (chunks, when), skipped (why) or stale (new, changed or
+        deleted since indexed). A file never indexed is loaded to learn why, without embedding it."""
+        max_bytes = self.options.get("max_bytes", MAX_FILE_BYTES)
+        skipped: list[tuple[str, str]] = []
+        rows, seen = [], set()
+        for file in walk([Path(r) for r in self.roots], skipped):
+            key = str(file)
+            seen.add(key)
+            doc = self._doc_row(key)
+            try:
+                st = file.stat()
+            except OSError as exc:
+                skipped.append((key, f"unreadable ({exc.strerror})"))
+                continue
+            if doc is not None:
+                when = datetime.fromtimestamp(doc["ingested_at"]).isoformat(timespec="seconds")
+                rows.append({"path": key, "status": "indexed" if _same_stat(doc, st) else "stale",
+                             "detail": f"{doc['n_chunks']} chunks, {when}" if _same_stat(doc, st) else "changed"})
+                continue
+            try:
+                load(file, max_bytes)
+                rows.append({"path": key, "status": "stale", "detail": "new"})
+            except SkipFile as exc:
+                rows.append({"path": key, "status": "skipped", "detail": str(exc)})
+        rows += [{"path": path, "status": "skipped", "detail": why} for path, why in dict.fromkeys(skipped)]
+        for root in self.roots:
+            rows += [{"path": row["path"], "status": "stale", "detail": "deleted"}
+                     for row in self._documents_under(Path(root))
+                     if row["path"] not in seen and not Path(row["path"]).exists()]
+        return sorted(rows, key=lambda r: r["path"])
+
     @_guarded
     def remove_document(self, path: str) -> bool:
         """Remove a document and its chunks from SQLite and FAISS; False if it was not there."""
@@ -396,10 +504,7 @@ class Collection:
     @_guarded
     def remove_path(self, path: Path) -> int:
         """Remove a file, or every document under a folder; returns how many were removed."""
-        target = str(resolved(path))
-        paths = [r[0] for r in self.db.execute("select path from documents where path = ? or path like ?",
-                                               [target, target.rstrip(os.sep) + os.sep + "%"])]
-        removed = sum(self.remove_document(p) for p in paths)
+        removed = sum(self.remove_document(row["path"]) for row in self._documents_under(resolved(path)))
         self.save_index()
         return removed
 
@@ -410,8 +515,13 @@ class Collection:
         report = IngestReport()
         started = time.perf_counter()
         roots = [resolved(p) for p in paths]
+        self._remember(roots, max_bytes, target_tokens)
         files = list(dict.fromkeys(walk(roots, report.skipped)))  # a file named twice is read once
         seen = {str(f) for f in files}
+        # content hash -> path of documents under these roots that are gone from disk: a new file with
+        # the same content is the same document renamed
+        gone = {row["hash"]: row["path"] for root in roots for row in self._documents_under(root)
+                if row["path"] not in seen and not Path(row["path"]).exists()}
         pending: list[tuple] = []  # (path, digest, size, mtime, title, kind, chunks, is_update)
         pending_chunks = 0
         chunk_kwargs = {"target_tokens": target_tokens} if target_tokens else {}
@@ -453,8 +563,12 @@ class Collection:
         try:
             for n, file in enumerate(files, 1):
                 key = str(file)
+                existing = self._doc_row(key)
                 try:
                     data_stat = file.stat()
+                    if _same_stat(existing, data_stat):  # unchanged files are not read at all
+                        report.unchanged += 1
+                        continue
                     if data_stat.st_size > max_bytes:
                         raise SkipFile(f"larger than the {max_bytes // (1024 * 1024)} MiB limit")
                     digest = hashlib.sha256(file.read_bytes()).hexdigest()
@@ -464,9 +578,12 @@ class Collection:
                 except OSError as exc:
                     report.skipped.append((key, f"unreadable ({exc.strerror})"))
                     continue
-                existing = self._doc_row(key)
                 if existing is not None and existing["hash"] == digest:
+                    self._restamp(key, data_stat)  # touched, not changed
                     report.unchanged += 1
+                elif existing is None and digest in gone:
+                    self._move_document(gone.pop(digest), key, data_stat)
+                    report.renamed += 1
                 else:
                     try:
                         doc = load(file, max_bytes)
@@ -490,11 +607,12 @@ class Collection:
         # Documents that were under the ingested folders but are gone from disk.
         for root in roots:
             if root.is_dir() or not root.exists():
-                prefix = str(root).rstrip(os.sep) + os.sep
-                for (path,) in list(self.db.execute("select path from documents where path like ?", [prefix + "%"])):
-                    if path not in seen and not Path(path).exists():
-                        report.removed += self.remove_document(path)
+                for row in self._documents_under(root):
+                    if row["path"] not in seen and not Path(row["path"]).exists():
+                        report.removed += self.remove_document(row["path"])
         self.save_index()
+        with write(self.db):
+            self._set_meta("synced_at", str(time.time()))
         report.skipped = list(dict.fromkeys(report.skipped))  # a path given twice is reported once
         report.seconds = time.perf_counter() - started
         return report

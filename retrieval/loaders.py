@@ -1,4 +1,5 @@
-"""Read files into plain text: text, Markdown, reStructuredText, HTML, PDF and source code."""
+"""Read files into plain text: text, Markdown, reStructuredText, HTML, PDF and source code here;
+Word, EPUB, OpenDocument, notebooks and tables in `office.py`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ HTML_EXT = {".html", ".htm", ".xhtml"}
 PDF_EXT = {".pdf"}
 MARKDOWN_EXT = {".md", ".markdown", ".mdx"}
 RST_EXT = {".rst", ".rest"}
+# extension -> kind for the formats in office.py
+OFFICE_KINDS = {".docx": "docx", ".epub": "epub", ".odt": "odt", ".ipynb": "notebook", ".csv": "table",
+                ".tsv": "table"}
+# kinds whose text marks its headings in Markdown (or reStructuredText), for the chunker
+HEADED_KINDS = {"markdown", "rst", "html", "text", "docx", "epub", "odt", "notebook"}
 CODE_EXT = {
     ".py", ".js", ".ts", ".tsx", ".jsx", ".java", ".c", ".h", ".cc", ".cpp", ".hpp", ".rs", ".go", ".rb",
     ".php", ".sh", ".bash", ".zsh", ".sql", ".kt", ".swift", ".scala", ".lua", ".pl", ".r", ".m", ".cs",
@@ -33,7 +39,7 @@ class LoadedDocument:
     """A file as text. For PDFs `page_starts[i]` is the offset where page i+1 begins."""
 
     path: Path
-    kind: str  # "text", "markdown", "rst", "html", "pdf", "code"
+    kind: str  # "text", "markdown", "rst", "html", "pdf", "code", or one of OFFICE_KINDS' values
     title: str
     text: str
     page_starts: list[int] = field(default_factory=list)
@@ -42,6 +48,8 @@ class LoadedDocument:
 def kind_of(path: Path) -> str:
     """The loader a file name selects."""
     ext = path.suffix.lower()
+    if ext in OFFICE_KINDS:
+        return OFFICE_KINDS[ext]
     if ext in HTML_EXT:
         return "html"
     if ext in PDF_EXT:
@@ -87,7 +95,8 @@ def _first_heading(text: str, kind: str) -> str | None:
     return None
 
 
-def _html(data: bytes, path: Path) -> tuple[str, str | None]:
+def html_text(data: bytes) -> tuple[str, str | None]:
+    """Visible text of an HTML page with its headings as Markdown headings, and its <title>."""
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(decode_text(data), "html.parser")
@@ -145,13 +154,21 @@ def load(path: Path, max_bytes: int = MAX_FILE_BYTES) -> LoadedDocument:
     title = None
     if kind == "pdf":
         text, page_starts, title = _pdf(path)
+    elif kind in ("docx", "epub", "odt", "notebook"):
+        from retrieval import office
+
+        text, title = getattr(office, kind)(path)
     else:
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise SkipFile(f"unreadable ({exc.strerror})") from exc
         if kind == "html":
-            text, title = _html(data, path)
+            text, title = html_text(data)
+        elif kind == "table":
+            from retrieval.office import table
+
+            text, title = table(path, data)
         else:
             text = decode_text(data)
             title = _first_heading(text, kind)

@@ -54,8 +54,10 @@ def test_first_use_by_several_processes_at_once_loses_nothing(tmp_path, tiny_lla
     conversations = store.list_conversations()
     assert sorted(c.title for c in conversations) == ["question 0", "question 1", "question 2"]
     assert all([m.role for m in store.messages(c.id)] == ["user", "assistant"] for c in conversations)
-    status = Collection("shared", create=False).status()
+    shared = Collection("shared", create=False)
+    status = shared.status()
     assert (status["documents"], status["chunks"], status["consistent"]) == (15, 15, True)
+    assert sorted(shared.roots) == sorted(str(f) for f in folders)  # each ingest remembered its root
     assert hearth("doctor", home=home).returncode == 0
 
     # a second ingest into it while searches read it

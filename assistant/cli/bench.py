@@ -1,10 +1,11 @@
-"""hearth bench decode | tui | grounding | retrieval: two implementations compared in one run."""
+"""hearth bench decode | tui | grounding | retrieval | sync: two implementations compared in one run."""
 
 from __future__ import annotations
 
 import argparse
 
 from assistant.cli.output import emit, quiet, say
+from assistant.errors import HearthError
 
 
 def register(sub) -> None:
@@ -32,6 +33,11 @@ def register(sub) -> None:
     q.add_argument("--chunks", type=int, default=100_000, help="collection size (default %(default)s)")
     q.add_argument("--json", action="store_true", help="print one JSON line")
     q.set_defaults(func=cmd_retrieval)
+
+    q = bs.add_parser("sync", help="a collection's sync (no change, one edit, one rename) against a full ingest")
+    q.add_argument("--files", type=int, default=2000, help="files in the collection (default %(default)s)")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+    q.set_defaults(func=cmd_sync)
 
 
 def _report(args: argparse.Namespace):
@@ -63,4 +69,13 @@ def cmd_retrieval(args: argparse.Namespace) -> int:
     from assistant.bench.retrieval import bench_latency
 
     emit(bench_latency(n_chunks=args.chunks, report=_report(args)), args.json)
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from assistant.bench import sync
+
+    if args.files < 10:
+        raise HearthError("--files must be at least 10")
+    emit(sync.run(n_files=args.files, report=_report(args)), args.json)
     return 0

@@ -42,6 +42,9 @@ def register(sub) -> None:
         q = ix.add_parser(name, help=text)
         if name == "remove":
             q.add_argument("path")
+        if name == "status":
+            q.add_argument("--files", action="store_true",
+                           help="list every file under the collection's roots: indexed, skipped (and why) or stale")
         add_collection_option(q)
         q.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_index)
@@ -61,8 +64,6 @@ def register(sub) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from retrieval.collection import Collection, list_collections
     from retrieval.embedder import Embedder
 
@@ -73,7 +74,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if missing and len(missing) == len(paths) and args.collection not in list_collections():
         raise HearthError(f"{missing[0]} does not exist")  # a typo; a gone path of a collection removes its documents
     collection = Collection(args.collection, embedder=Embedder(args.embedder) if args.embedder else None)
-    bar = tqdm(total=None, unit="file", desc=f"ingest {args.collection}", file=sys.stderr, disable=args.json)
+    report = with_progress(collection, lambda progress: collection.ingest(
+        paths, max_bytes=args.max_mb * 1024 * 1024, progress=progress), args.json)
+    if report.added + report.updated + report.unchanged + report.renamed + report.removed == 0:
+        say(f"hearth: nothing was ingested into {args.collection}")
+        return 1  # every path a typo, or nothing readable in them
+    return 0
+
+
+def with_progress(collection, run, as_json: bool):
+    """Run an ingest or sync with a progress bar on stderr, then print its skips and its summary."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, unit="file", desc=f"ingest {collection.name}", file=sys.stderr, disable=as_json)
 
     def progress(state: dict) -> None:
         bar.total = state["files_total"]
@@ -83,23 +96,25 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         bar.refresh()
 
     try:
-        report = collection.ingest(paths, max_bytes=args.max_mb * 1024 * 1024, progress=progress)
+        report = run(progress)
     finally:
         bar.close()
     for path, reason in report.skipped:
         say(f"skipped {path}: {reason}")
-    summary = {"collection": args.collection, "added": report.added, "updated": report.updated,
-               "unchanged": report.unchanged, "removed": report.removed, "skipped": len(report.skipped),
-               "chunks": report.chunks, "seconds": round(report.seconds, 2),
-               "chunks_per_s": round(report.chunks_per_s, 2)}
-    emit(summary if args.json else
-         f"{args.collection}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-         f"{report.removed} removed, {len(report.skipped)} skipped; {report.chunks} chunks in "
-         f"{report.seconds:.1f} s ({report.chunks_per_s:.1f} chunks/s)", args.json)
-    if report.added + report.updated + report.unchanged + report.removed == 0:
-        say(f"hearth: nothing was ingested into {args.collection}")
-        return 1  # every path a typo, or nothing readable in them
-    return 0
+    emit(summary(collection.name, report, as_json), as_json)
+    return report
+
+
+def summary(name: str, report, as_json: bool) -> dict | str:
+    """What an ingest or sync did, as the --json object or one line."""
+    if as_json:
+        return {"collection": name, "added": report.added, "updated": report.updated,
+                "unchanged": report.unchanged, "renamed": report.renamed, "removed": report.removed,
+                "skipped": len(report.skipped), "chunks": report.chunks, "seconds": round(report.seconds, 2),
+                "chunks_per_s": round(report.chunks_per_s, 2)}
+    return (f"{name}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+            f"{report.renamed} renamed, {report.removed} removed, {len(report.skipped)} skipped; {report.chunks} "
+            f"chunks in {report.seconds:.1f} s ({report.chunks_per_s:.1f} chunks/s)")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -128,6 +143,13 @@ def cmd_index(args: argparse.Namespace) -> int:
     from retrieval.collection import Collection
 
     collection = Collection(args.collection, create=False)
+    if getattr(args, "files", False):
+        files = collection.file_status()
+        if args.json:
+            emit(files, True)
+        for f in [] if args.json else files:
+            print(f"{f['status']:<8} {f['path']}  ({f['detail']})")
+        return 0
     if args.action == "rebuild":
         collection.rebuild_index()
     elif args.action == "remove":
