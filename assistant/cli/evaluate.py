@@ -51,6 +51,16 @@ def register(sub) -> None:
     q.add_argument("--json", action="store_true", help="print one JSON line")
     q.set_defaults(func=cmd_retrieval)
 
+    q = es.add_parser("collection", help="hit@1 / hit@5 / MRR of your own questions on your own collection",
+                      description="QUESTIONS is JSONL (or a JSON list) of {\"question\", \"file\", \"text\"}: "
+                      "the file that answers each question (relative to the QUESTIONS file, or absolute) and, "
+                      "optionally, a passage of it the hit must contain. Prints hit@1, hit@5, MRR and every "
+                      "question whose file was not ranked first.")
+    q.add_argument("name", help="the collection")
+    q.add_argument("--questions", required=True, metavar="FILE")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+    q.set_defaults(func=cmd_collection)
+
 
 def cmd_perplexity(args: argparse.Namespace) -> int:
     from finetune.evaluate import perplexity
@@ -88,4 +98,21 @@ def cmd_retrieval(args: argparse.Namespace) -> int:
 
     squad = _existing(args.squad, "SQuAD file")
     emit(eval_squad(squad, limit=args.limit, report=quiet if args.json else say), args.json)
+    return 0
+
+
+def cmd_collection(args: argparse.Namespace) -> int:
+    from assistant.bench.collection import evaluate
+    from retrieval.collection import Collection
+
+    questions = _existing(args.questions, "questions file")
+    result = evaluate(Collection(args.name, create=False), questions)
+    if args.json:
+        emit(result, True)
+        return 0
+    print(f"{result['collection']}: {result['questions']} questions, hit@1 {result['hit@1']:.3f}, "
+          f"hit@5 {result['hit@5']:.3f}, MRR {result['mrr']:.3f}")
+    for miss in result["missed"]:
+        where = f"ranked {miss['rank']}" if miss["rank"] else "not in the top 10"
+        print(f"  {where}: {miss['question']}  (wanted {miss['file']}, top {miss['top']})")
     return 0

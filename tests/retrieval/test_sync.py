@@ -111,3 +111,22 @@ def test_index_status_files_says_what_happened_to_each_file(notes, embedder):
                       "later.txt": ("stale", "new"), "pipe": ("skipped", "not a regular file (a FIFO)")}
     listed = hearth("index", "status", "--collection", "n", "--files").stdout
     assert f"skipped  {notes / 'pipe'}  (not a regular file (a FIFO))" in listed
+
+
+def test_eval_collection_scores_the_users_own_questions(notes, tmp_path):
+    import json
+
+    hearth("ingest", notes, "--collection", "garden")
+    questions = notes / "questions.jsonl"  # kept next to the notes: "file" is relative to it
+    questions.write_text("\n".join(json.dumps(q) for q in [
+        {"question": "Where does the newt sleep?", "file": "sub/deep.md"},
+        {"question": "What did kingfisher number 2 dive for?", "file": "n2.txt", "text": "dived for a minnow"},
+        {"question": "Where does the newt sleep?", "file": "n0.txt"},  # wrong on purpose: a miss
+    ]))
+    result = json.loads(hearth("eval", "collection", "garden", "--questions", questions, "--json").stdout)
+    assert (result["questions"], result["hit@1"]) == (3, round(2 / 3, 4))
+    assert [m["file"] for m in result["missed"]] == [str(notes / "n0.txt")]
+    assert result["missed"][0]["top"] == str(notes / "sub" / "deep.md")
+    bad = notes / "bad.jsonl"
+    bad.write_text('{"question": "no file"}\n')
+    assert "line 1: needs" in hearth("eval", "collection", "garden", "--questions", bad, check=False).stderr
