@@ -136,7 +136,7 @@ def open_session(settings: ChatSettings, store: Store | None = None, conversatio
             raise HearthError("continuing a conversation needs history; drop --no-history")
         conversation = store.get_conversation(conversation_id)
     if collection is None:
-        collection = open_collection(settings.collection)
+        collection = open_sources(settings, report)
     if backend is None:
         from backends.registry import load_for
 
@@ -146,6 +146,21 @@ def open_session(settings: ChatSettings, store: Store | None = None, conversatio
         session.conversation = conversation
         session.messages = [m for m in store.messages(conversation.id) if m.role != "system"]
     return session
+
+
+def open_sources(settings: ChatSettings, report: Callable[[str], None] | None = None) -> "Collection | None":
+    """What grounded answers read: the settings' collection, or their attached files, or None."""
+    if settings.attachments:
+        from retrieval.attach import attach
+
+        return attach(settings.attachments, report)
+    return open_collection(settings.collection)
+
+
+def _sources_name(settings: ChatSettings) -> str | None:
+    from retrieval.attach import ATTACHED
+
+    return ATTACHED if settings.attachments else settings.collection
 
 
 def open_collection(name: str | None) -> "Collection | None":
@@ -165,8 +180,8 @@ class ChatSession:
         """Prefer open_session; `collection` is settings.collection already opened."""
         self.backend = backend
         self.settings = settings or ChatSettings()
-        if (collection.name if collection else None) != self.settings.collection:
-            raise ValueError("collection must be the opened settings.collection")
+        if (collection.name if collection else None) != _sources_name(self.settings):
+            raise ValueError("collection must be the opened settings.collection (or attachments)")
         self.collection = collection
         self.store = store
         self.save_every_s = save_every_s  # how often a streaming reply is written to the store
@@ -183,8 +198,8 @@ class ChatSession:
         """Change settings for the next replies (a new collection is opened first); stored with the
         conversation. Model fields are the caller's to reload: set `backend` to the loaded one."""
         settings = self.settings.replace(**changes)
-        if settings.collection != self.settings.collection:
-            self.collection = open_collection(settings.collection)
+        if (settings.collection, settings.attachments) != (self.settings.collection, self.settings.attachments):
+            self.collection = open_sources(settings)
         self.settings = settings
         self.save_settings()
         return settings

@@ -16,8 +16,8 @@ from backends.params import PRESETS, SamplingParams
 from backends.registry import DEFAULT_BACKEND, DEFAULT_PRECISION, check_choice
 
 # What a stored conversation brings back when it is reopened; the model is whatever runs now.
-CONVERSATION_FIELDS = ("collection", "k", "sampling", "max_new_tokens", "system_prompt", "on_unsupported",
-                       "check", "self_check")
+CONVERSATION_FIELDS = ("collection", "attachments", "k", "sampling", "max_new_tokens", "system_prompt",
+                       "on_unsupported", "check", "self_check")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class ChatSettings:
     adapter: str | None = None  # a LoRA adapter folder (hf backend)
     precision: str = DEFAULT_PRECISION
     collection: str | None = None  # answer from this document collection, with citations
+    attachments: tuple[str, ...] = ()  # or from these files (absolute paths), without a collection
     k: int = DEFAULT_K  # sources per grounded answer
     sampling: SamplingParams = field(default_factory=SamplingParams)
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
@@ -47,6 +48,13 @@ class ChatSettings:
             raise HearthError("--max-tokens must be at least 1")
         if self.self_check < 0:
             raise HearthError("--self-check must be 0 or more")
+        if self.collection and self.attachments:
+            raise HearthError("answer from a collection (--docs) or from attached files (--file), not both")
+
+    @property
+    def grounded(self) -> bool:
+        """Whether answers come from sources (a collection or attached files), with citations."""
+        return self.collection is not None or bool(self.attachments)
 
     def replace(self, **changes) -> "ChatSettings":
         """A copy with some fields changed (validated like a new one)."""
@@ -93,6 +101,7 @@ class ChatSettings:
             data.pop("sampling", None)
         if system_prompt is not None:
             data["system_prompt"] = system_prompt
+        data["attachments"] = tuple(data.get("attachments") or ())
         names = {f.name for f in fields(cls)}
         nullable = ("model", "adapter", "collection")
         return cls(**{k: v for k, v in data.items() if k in names and (v is not None or k in nullable)})

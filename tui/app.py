@@ -185,9 +185,9 @@ class HearthApp(App):
 
         try:
             self.session = open_session(self.settings, self.store, conversation_id, backend=self.backend)
-        except HearthError as exc:  # its collection is gone: answer without documents, and say so
+        except HearthError as exc:  # its collection or files are gone: answer without documents, and say so
             self.show_error(str(exc))
-            self.settings = self.settings.replace(collection=None)
+            self.settings = self.settings.replace(collection=None, attachments=())
             self.session = open_session(self.settings, self.store, conversation_id, backend=self.backend)
 
     def _configure(self, note: str, **changes) -> None:
@@ -563,7 +563,9 @@ class HearthApp(App):
             parts = [label(self.backend)]
         else:
             parts = [f"{self.settings.backend}: …"]
-        parts.append(f"docs: {self.settings.collection or 'off'}")
+        files = self.settings.attachments
+        parts.append(f"files: {', '.join(Path(f).name for f in files)}" if files
+                     else f"docs: {self.settings.collection or 'off'}")
         plan = self.session.last_plan if self.session is not None else None
         if self.backend is not None:
             parts.append(f"ctx {len(plan.ids) if plan else 0}/{self.backend.context_length}")

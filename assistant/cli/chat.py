@@ -52,7 +52,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     store = None if args.no_history else Store()
     settings = settings_for(args, store)
     session = open_session(settings, store, args.conversation, report=say)
-    checked = settings.collection is not None or settings.check
+    checked = settings.grounded or settings.check
     stream = not args.json and not checked  # checked answers print once checked
     done = None
     events = session.send(question, threading.Event())

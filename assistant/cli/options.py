@@ -5,6 +5,7 @@ the settings a conversation already has; the help shows the real defaults."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from assistant.config import DEFAULT_K, DEFAULT_MAX_NEW_TOKENS, DEFAULT_POLICY, POLICIES
 from assistant.errors import HearthError
@@ -55,6 +56,9 @@ def add_sources_option(g) -> None:
 def add_docs_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("documents")
     g.add_argument("--docs", metavar="COLLECTION", help="answer from this document collection, with citations")
+    g.add_argument("--file", action="append", metavar="FILE", dest="attach",
+                   help="answer from this file (any type ingest reads; repeat for more), with citations, without "
+                        "a collection; a continued conversation reads its files again")
     add_sources_option(g)
     g.add_argument("--on-unsupported", choices=POLICIES,
                    help="when a grounded answer's support score is below the threshold: mark its unsupported "
@@ -82,6 +86,13 @@ def chat_settings(args: argparse.Namespace, base: ChatSettings | None = None) ->
     base = base or ChatSettings()
     changes = {field: getattr(args, dest) for dest, field in SETTINGS_OPTIONS.items()
                if getattr(args, dest, None) is not None}
+    if getattr(args, "attach", None):
+        from retrieval.collection import resolved
+
+        changes["attachments"] = tuple(str(resolved(Path(f))) for f in args.attach)
+        changes.setdefault("collection", None)  # files given replace a continued conversation's collection
+    elif changes.get("collection"):
+        changes["attachments"] = ()  # and a collection given replaces its files
     given = {name: getattr(args, name) for name in SAMPLING_OPTIONS if getattr(args, name, None) is not None}
     try:
         if given:

@@ -32,6 +32,8 @@ CASES = {
     "max-tokens": (["--max-tokens", "9"], lambda app: app.session.settings.max_new_tokens == 9),
     "docs": (["--docs", "notes"], lambda app: app.session.collection.name == "notes"),
     "sources": (["--docs", "notes", "-k", "2"], lambda app: app.session.settings.k == 2),
+    "file": (["--file", "{notes_file}"], lambda app: app.session.collection.name == "attached"
+             and app.session.settings.attachments == (str(app.session.collection.roots[0]),)),
     "on-unsupported": (["--on-unsupported", "abstain"], lambda app: app.session.settings.on_unsupported == "abstain"),
     "check": (["--check"], lambda app: app.session.settings.check is True),
     "self-check": (["--self-check", "2"], lambda app: app.session.settings.self_check == 2),
@@ -72,13 +74,14 @@ def notes(tmp_path, embedder):
 
 
 @pytest.mark.parametrize("case", CASES)
-async def test_a_chat_option_reaches_the_session(case, tiny_llama_dir, adapter, notes, hearth_home):
+async def test_a_chat_option_reaches_the_session(case, tiny_llama_dir, adapter, notes, hearth_home, tmp_path):
     store = Store()
     conv = store.create_conversation(Conversation(title="kept", system_prompt="s"))
     store.add_message(conv.id, Message(role="user", content="kept question"))
     store.add_message(conv.id, Message(role="assistant", content="kept answer", status="stop"))
     options, holds = CASES[case]
-    options = [o.format(adapter=adapter, conversation=conv.id) for o in options]
+    options = [o.format(adapter=adapter, conversation=conv.id, notes_file=tmp_path / "notes" / "garden.md")
+               for o in options]
     app = chat_app(build_parser().parse_args(["chat", "--model", str(tiny_llama_dir), *options]), store)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
