@@ -194,11 +194,14 @@ class ChatSession:
         return self.conversation.id if self.conversation else None
 
     # -- settings ---------------------------------------------------------------------------------
-    def configure(self, **changes) -> ChatSettings:
-        """Change settings for the next replies (a new collection is opened first); stored with the
-        conversation. Model fields are the caller's to reload: set `backend` to the loaded one."""
+    def configure(self, opened: "Collection | None" = None, **changes) -> ChatSettings:
+        """Change settings for the next replies (new sources are opened first, unless `opened` holds
+        them already); stored with the conversation. Model fields are the caller's to reload: set
+        `backend` to the loaded one."""
         settings = self.settings.replace(**changes)
-        if (settings.collection, settings.attachments) != (self.settings.collection, self.settings.attachments):
+        if opened is not None:
+            self.collection = opened
+        elif (settings.collection, settings.attachments) != (self.settings.collection, self.settings.attachments):
             self.collection = open_sources(settings)
         self.settings = settings
         self.save_settings()

@@ -7,6 +7,7 @@ blocks. Everything goes through the conversation manager and the history store.
 from __future__ import annotations
 
 import os
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -489,6 +490,38 @@ class HearthApp(App):
     def cmd_docs(self, arg: str) -> None:
         name = None if arg in ("", "off") else arg
         self._configure(f"documents: {name or 'off'}", collection=name)
+
+    def cmd_attach(self, arg: str) -> None:
+        from retrieval.collection import resolved
+
+        names = shlex.split(arg)
+        if not names:
+            raise HearthError("/attach needs a file (several separated by spaces; quote a name with spaces)")
+        files = tuple(str(resolved(Path(name).expanduser())) for name in names)
+        self._attach(self.settings.replace(collection=None,
+                                           attachments=tuple(dict.fromkeys(self.settings.attachments + files))))
+
+    def cmd_detach(self, arg: str) -> None:
+        self._configure("files: none", attachments=())
+
+    @work(thread=True, exclusive=True, group="attach")
+    def _attach(self, settings: ChatSettings) -> None:
+        """Read and embed attached files away from the UI; they ground the next answers once read."""
+        from assistant.conversation import open_sources
+
+        self.call_from_thread(self.update_status, f"reading {len(settings.attachments)} attached file(s)…")
+        try:
+            sources = open_sources(settings, report=lambda line: self.call_from_thread(self.notify, line))
+        except (HearthError, OSError) as exc:
+            self.call_from_thread(self.show_error, str(exc))
+            return
+        self.call_from_thread(self._attached, settings, sources)
+
+    def _attached(self, settings: ChatSettings, sources) -> None:
+        if self.session is not None:
+            self.session.configure(opened=sources, collection=None, attachments=settings.attachments)
+        self.settings = self.settings.replace(collection=None, attachments=settings.attachments)
+        self.update_status("files: " + ", ".join(Path(f).name for f in settings.attachments))
 
     def cmd_sources(self, arg: str) -> None:
         reply = self.session.last_reply() if self.session else None

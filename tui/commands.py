@@ -26,6 +26,8 @@ COMMANDS = [
     Command("/backend", "|".join(BACKENDS), "switch backend (allowed mid-chat)"),
     Command("/adapter", "PATH|off", "LoRA adapter (hf backend)"),
     Command("/docs", "COLLECTION|off", "answer from a document collection"),
+    Command("/attach", "FILE...", "answer from these files too (no collection needed)"),
+    Command("/detach", "", "stop answering from attached files"),
     Command("/sources", "", "show the sources of the last answer"),
     Command("/check", "|".join((*POLICIES, "on", "off")),
             "what to do with unsupported grounded answers; on/off checks answers without documents"),

@@ -297,3 +297,22 @@ async def test_reply_left_by_a_crash_shows_as_interrupted(make_app, store):
         boxes = list(app.query(MessageBox))
         assert [b.role for b in boxes] == ["user", "assistant"]
         assert boxes[1].body.source == "Once upon a" and boxes[1].header_text.endswith(" · interrupted")
+
+
+async def test_attach_and_detach_files(make_app, store, tmp_path):
+    (tmp_path / "garden notes.md").write_text("# Garden\n\nTomatoes need six hours of sun.\n")
+    (tmp_path / "empty.txt").write_text("")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await app.run_slash("/attach", f"'{tmp_path / 'garden notes.md'}'")
+        await until(pilot, lambda: app.session.collection is not None, timeout=60)  # read in a worker
+        assert app.session.collection.name == "attached"
+        assert app.session.settings.attachments == (str(tmp_path / "garden notes.md"),)
+        assert "files: garden notes.md" in status(app)  # (stored with the conversation: tests/test_attach.py)
+        await app.run_slash("/detach", "")
+        assert app.session.collection is None and app.session.settings.attachments == ()
+        await app.run_slash("/attach", str(tmp_path / "empty.txt"))
+        await until(pilot, lambda: "none of the attached files could be read" in status(app), timeout=60)
+        await app.run_slash("/attach", "")
+        assert "/attach needs a file" in status(app)
