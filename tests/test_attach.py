@@ -26,7 +26,8 @@ def test_ask_with_files_cites_them_and_the_conversation_keeps_them(long_context_
     run = ask(long_context_llama, "--file", notes, "--file", tmp_path / "blob.bin", "How much sun do tomatoes need?")
     answer = json.loads(run.stdout)
     assert [s["path"] for s in answer["sources"]] == [str(notes)]
-    assert answer["checks"] is not None  # a grounded answer is checked
+    # (whether it is checked depends on the random model's reply having any text; the check of grounded
+    # answers is tested with real replies in tests/assistant/test_grounding_answers.py)
     assert f"skipped {tmp_path / 'blob.bin'}: binary file" in run.stderr
     conversation = Store().get_conversation(answer["conversation_id"])
     attached = [str(notes), str(tmp_path / "blob.bin")]  # as given: the skipped one is said again when continued
