@@ -101,7 +101,9 @@ def test_commands_that_read_one_file_name_the_problem_in_one_line(name, corpus, 
                                                   "--answer", "Otters hold hands.", check=False))
     for args in (("train", "tokenizer", "--vocab-size", "300", "--out", tmp_path / "tok", path),
                  ("train", "sft", "--data", path, "--out", tmp_path / "sft", "--max-steps", "1"),
-                 ("train", "pretrain", "--data", path, "--out", tmp_path / "pre", "--max-steps", "1")):
+                 ("train", "pretrain", "--data", path, "--out", tmp_path / "pre", "--max-steps", "1"),
+                 ("eval", "retrieval", "--squad", path),
+                 ("eval", "grounding", "--format", "ragtruth", "--data", path)):
         one_line_error(hearth(*args, check=False))
     removed = hearth("index", "remove", path, "--collection", "none-yet", check=False)
     one_line_error(removed)

@@ -9,6 +9,7 @@ source document, WiCE is fitted on its dev claims and scored on its test claims.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import time
@@ -55,6 +56,29 @@ class Example:
         return TASK_KINDS.get(self.task, GENERAL)
 
 
+MIN_EXAMPLES = 5  # the grouped cross-validation has 5 folds
+
+
+def _labelled(what: str):
+    """A loader of labelled data whose wrong or missing fields are a one-line error naming the file."""
+
+    def decorate(load):
+        @functools.wraps(load)
+        def wrapper(path: Path) -> list[Example]:
+            try:
+                examples = load(path)
+            except (KeyError, TypeError, ValueError, SyntaxError, AttributeError) as exc:
+                raise HearthError(f"{path} is not {what} data (a record lacks or has a wrong {exc})") from None
+            if len(examples) < MIN_EXAMPLES:
+                raise HearthError(f"{path} has {len(examples)} labelled examples; an evaluation needs {MIN_EXAMPLES}")
+            return examples
+
+        return wrapper
+
+    return decorate
+
+
+@_labelled("RAGTruth")
 def load_ragtruth(path: Path) -> list[Example]:
     """RAGTruth responses; a record repeated under the same response id is read once."""
     out, seen = [], set()
@@ -73,6 +97,7 @@ def load_ragtruth(path: Path) -> list[Example]:
     return out
 
 
+@_labelled("WiCE")
 def load_wice(path: Path) -> list[Example]:
     out = []
     for n, r in enumerate(read_records(path)):

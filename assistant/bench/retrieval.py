@@ -14,6 +14,8 @@ from typing import Callable
 import numpy as np
 
 from assistant.database import write
+from assistant.errors import HearthError
+from assistant.files import input_file
 from retrieval.collection import Collection
 from retrieval.embedder import Embedder
 from retrieval.search import MODES, search
@@ -31,14 +33,26 @@ class SquadQuestion:
 
 def load_squad(path: Path) -> tuple[list[tuple[str, str]], list[SquadQuestion]]:
     """Paragraphs as (title, text) and their questions (SQuAD 1.1 or 2.0 JSON)."""
-    data = json.loads(Path(path).read_text())
+    input_file(path, "the SQuAD file")
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise HearthError(f"{path} is not UTF-8 text (invalid byte at offset {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise HearthError(f"{path} is not JSON ({exc.msg}, line {exc.lineno})") from None
     paragraphs, questions = [], []
-    for article in data["data"]:
-        for para in article["paragraphs"]:
-            idx = len(paragraphs)
-            paragraphs.append((article["title"].replace("_", " "), para["context"]))
-            questions += [SquadQuestion(qa["question"], idx, tuple(a["text"] for a in qa["answers"]),
-                                        bool(qa.get("is_impossible"))) for qa in para["qas"]]
+    try:
+        for article in data["data"]:
+            for para in article["paragraphs"]:
+                idx = len(paragraphs)
+                paragraphs.append((article["title"].replace("_", " "), para["context"]))
+                questions += [SquadQuestion(qa["question"], idx, tuple(a["text"] for a in qa["answers"]),
+                                            bool(qa.get("is_impossible"))) for qa in para["qas"]]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise HearthError(f"{path} is not a SQuAD file (expected {{\"data\": [{{\"title\", \"paragraphs\": "
+                          f"[{{\"context\", \"qas\"}}]}}]}}; missing or wrong {exc})") from None
+    if not questions:
+        raise HearthError(f"{path} has no questions")
     return paragraphs, questions
 
 
