@@ -168,7 +168,7 @@ def _readable_rows(src: sqlite3.Connection, table: str) -> list[sqlite3.Row]:
 
 # -- document collections -----------------------------------------------------------------------
 def check_collection(name: str, repair: bool) -> Finding:
-    from retrieval.collection import SCHEMA_VERSION, Collection, collections_dir, read_index_file
+    from retrieval.collection import INDEX_FILE, SCHEMA_VERSION, Collection, collections_dir
 
     folder = collections_dir() / name
     path = folder / "collection.db"
@@ -177,7 +177,7 @@ def check_collection(name: str, repair: bool) -> Finding:
     if finding.problems:
         if repair:
             aside = move_aside(path)
-            (folder / "vectors.faiss").unlink(missing_ok=True)  # derived from the database moved aside
+            (folder / INDEX_FILE).unlink(missing_ok=True)  # derived from the database moved aside
             Collection(name).close()
             finding.repaired.append(f"moved the damaged file to {aside} and started an empty collection: "
                                     f"ingest its files again (`hearth ingest PATH --collection {name}`)")
@@ -198,7 +198,7 @@ def check_collection(name: str, repair: bool) -> Finding:
     keywords_bad = chunk_ids != keyword_ids
     if keywords_bad:
         finding.problems.append(f"the keyword table has {len(keyword_ids)} rows for {len(chunk_ids)} chunks")
-    vectors_bad = _faiss_problem(folder / "vectors.faiss", generation, chunk_ids, read_index_file)
+    vectors_bad = _faiss_problem(folder / INDEX_FILE, generation, chunk_ids)
     if vectors_bad:
         finding.problems.append(f"the FAISS index {vectors_bad} (it is rebuilt on next use)")
     if finding.problems and repair:
@@ -213,7 +213,9 @@ def check_collection(name: str, repair: bool) -> Finding:
     return finding
 
 
-def _faiss_problem(path: Path, generation: int, chunk_ids: set[int], read_index_file) -> str | None:
+def _faiss_problem(path: Path, generation: int, chunk_ids: set[int]) -> str | None:
+    from retrieval.collection import read_index_file
+
     if not path.exists():
         return "is missing" if chunk_ids else None
     try:

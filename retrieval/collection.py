@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 _INDEX_MAGIC = b"HEARTH-FAISS-1\n"
+INDEX_FILE = "vectors.faiss"  # in the collection's folder, next to collection.db
 WHAT = "the collection database"
 _guarded = guarded(WHAT)
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -246,7 +247,7 @@ class Collection:
     def index_path(self) -> Path:
         """One file: the generation the index reflects, then the FAISS index (replaced atomically as a
         pair, so concurrent savers can never leave one process's vectors under another's stamp)."""
-        return self.dir / "vectors.faiss"
+        return self.dir / INDEX_FILE
 
     def saved_index(self):
         """(index, generation) from the saved file, or None if it is missing or unreadable."""

@@ -27,19 +27,22 @@ def register(sub) -> None:
                        description="Re-reads each collection's roots (the paths given to `hearth ingest`): new "
                        "and changed files are indexed, deleted ones dropped, renamed ones re-pointed without "
                        "re-embedding. Unchanged files are only stat'ed, not read.")
-    p.add_argument("name", nargs="?", help="the collection (default: every collection with --all)")
-    p.add_argument("--all", action="store_true", help="sync every collection")
-    p.add_argument("--json", action="store_true", help="print one JSON summary per collection")
+    _add_targets(p, "sync", "print one JSON summary per collection")
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("watch", help="keep collections current while it runs (Ctrl+C stops)",
                        description="Syncs the collections once, then again each time their roots have been "
                        "quiet for a second after a change (file events are debounced and batched). One line "
                        "per sync that changed something.")
-    p.add_argument("name", nargs="?", help="the collection (or --all)")
-    p.add_argument("--all", action="store_true", help="watch every collection")
-    p.add_argument("--json", action="store_true", help="print one JSON summary per sync that changed something")
+    _add_targets(p, "watch", "print one JSON summary per sync that changed something")
     p.set_defaults(func=cmd_watch)
+
+
+def _add_targets(p, verb: str, json_help: str) -> None:
+    """NAME | --all and --json, as sync and watch take them (read back by _with_roots)."""
+    p.add_argument("name", nargs="?", help="the collection (or --all)")
+    p.add_argument("--all", action="store_true", help=f"{verb} every collection")
+    p.add_argument("--json", action="store_true", help=json_help)
 
 
 def describe(collection, stale_names: bool) -> dict:
