@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -66,6 +67,12 @@ class IngestReport:
     @property
     def chunks_per_s(self) -> float:
         return self.chunks / self.seconds if self.seconds else 0.0
+
+    @property
+    def changes(self) -> str:
+        """What changed, in words ("2 added, 1 removed"); empty when nothing did."""
+        counts = {"added": self.added, "updated": self.updated, "renamed": self.renamed, "removed": self.removed}
+        return ", ".join(f"{n} {what}" for what, n in counts.items() if n)
 
 
 @dataclass
@@ -194,6 +201,7 @@ class Collection:
         self.embedder = self._check_embedder(embedder, recorded_embedder)
         self._index = None
         self._index_generation = -1  # the generation the FAISS index in memory reflects
+        self._reading = False  # inside reading()
 
     # -- schema and metadata ---------------------------------------------------------------------
     def _create_schema(self) -> None:
@@ -296,6 +304,40 @@ class Collection:
         """Save the FAISS index in memory with the generation it reflects."""
         if self._index is not None:
             self._save(self._index, self._index_generation)
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """A consistent view for one search: the SQLite rows and a FAISS index of the same generation.
+
+        A read transaction: what another connection (another process, or the chat's background
+        sync, which opens its own) commits after it began is not seen, and every commit holds whole
+        documents. An index older than the rows is reloaded from the saved file, or rebuilt from
+        SQLite, first. A Collection object is used by one thread at a time (the lock is for nesting
+        and safety, not for sharing one connection between a writer and readers)."""
+        with self.db.hearth_writer:
+            if self._reading:  # nested in a read already begun
+                yield
+                return
+            with reported(WHAT, self.path):
+                self._begin_reading()
+            self._reading = True
+            try:
+                yield
+            finally:
+                self._reading = False
+                with reported(WHAT, self.path):
+                    self.db.conn.execute("COMMIT")
+
+    def _begin_reading(self) -> None:
+        for _attempt in range(5):  # a writer in another process may commit between the load and BEGIN
+            if self._index is not None and self._index_generation != self.generation:
+                self._index = None
+            self.index  # noqa: B018
+            self.db.conn.execute("BEGIN")
+            if self.generation == self._index_generation:
+                return
+            self.db.conn.execute("COMMIT")
+        self.db.conn.execute("BEGIN")  # still racing a busy writer: its latest rows; dense search may lag a commit
 
     def _save(self, index, generation: int) -> None:
         import faiss

@@ -96,14 +96,15 @@ def search(collection: Collection, query: str, k: int = 5, mode: str = "hybrid",
     dense: list[tuple[int, float]] = []
     keyword: list[tuple[int, float]] = []
     depth = max(k, CANDIDATES) if mode == "hybrid" else k
-    with reported(WHAT, collection.path):
+    if mode in ("hybrid", "dense") and query_vec is None:
+        query_vec = collection.embedder.encode([query])[0]
+    with reported(WHAT, collection.path), collection.reading():
         if mode in ("hybrid", "dense"):
-            vec = query_vec if query_vec is not None else collection.embedder.encode([query])[0]
-            dense = dense_scores(collection, vec, depth)
+            dense = dense_scores(collection, query_vec, depth)
         if mode in ("hybrid", "keyword"):
             keyword = keyword_scores(collection, query, depth)
-    ranked = {"dense": dense, "keyword": keyword}.get(mode) or (fuse(dense, keyword) if mode == "hybrid" else [])
-    ranked = ranked[:k]
-    records = collection.chunks_by_id([i for i, _ in ranked])
+        ranked = {"dense": dense, "keyword": keyword}.get(mode) or (fuse(dense, keyword) if mode == "hybrid" else [])
+        ranked = ranked[:k]
+        records = collection.chunks_by_id([i for i, _ in ranked])
     dense_map, keyword_map = dict(dense), dict(keyword)
     return [Hit(records[i], s, dense_map.get(i), keyword_map.get(i)) for i, s in ranked if i in records]

@@ -17,12 +17,21 @@ from assistant.config import hearth_home
 DEBOUNCE_S = 1.0
 
 
-class Watcher:
-    """Watches the roots of some collections and syncs each after its files settle."""
+class Stopped(Exception):
+    """Raised inside a sync when the watcher is asked to stop (what it committed stays)."""
 
-    def __init__(self, collections: list, on_sync: Callable[[str, object], None], debounce_s: float = DEBOUNCE_S):
+
+class Watcher:
+    """Watches the roots of some collections and syncs each after its files settle.
+
+    `progress(name, state)`, if given, sees each sync's progress (files_done, files_total, chunks);
+    setting `stop` ends a sync in progress after its current file, not only between syncs."""
+
+    def __init__(self, collections: list, on_sync: Callable[[str, object], None], debounce_s: float = DEBOUNCE_S,
+                 progress: Callable[[str, dict], None] | None = None):
         self.collections = {c.name: c for c in collections}
         self.on_sync = on_sync
+        self.progress = progress
         self.debounce_s = debounce_s
         self._last_event: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -76,7 +85,15 @@ class Watcher:
                     for name in due:
                         del self._last_event[name]
                 for name in due:
-                    self.on_sync(name, self.collections[name].sync())
+                    self.on_sync(name, self.collections[name].sync(lambda state, name=name: self._step(name, state, stop)))
+        except Stopped:
+            pass
         finally:
             observer.stop()
             observer.join()
+
+    def _step(self, name: str, state: dict, stop: threading.Event) -> None:
+        if stop.is_set():
+            raise Stopped
+        if self.progress is not None:
+            self.progress(name, state)

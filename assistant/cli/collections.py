@@ -132,7 +132,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             if skip not in said:  # a file that stays unreadable is said once, not at every sync
                 said.add(skip)
                 say(f"skipped {skip[0]}: {skip[1]}")
-        if report.added + report.updated + report.renamed + report.removed:
+        if report.changes:
             emit(summary(name, report, args.json), args.json)
             sys.stdout.flush()
 

@@ -130,3 +130,50 @@ def test_eval_collection_scores_the_users_own_questions(notes, tmp_path):
     bad = notes / "bad.jsonl"
     bad.write_text('{"question": "no file"}\n')
     assert "line 1: needs" in hearth("eval", "collection", "garden", "--questions", bad, check=False).stderr
+
+
+def test_a_search_sees_what_another_connection_committed(notes, embedder):
+    reader = Collection("n", embedder=embedder)
+    reader.ingest([notes])
+    assert search(reader, "heron in the shallows", k=1, mode="dense")[0].chunk.path != str(notes / "fresh.txt")
+    (notes / "fresh.txt").write_text("A heron stood in the shallows all morning.\n")
+    writer = Collection("n", embedder=embedder)  # another process's connection, e.g. `hearth watch`
+    writer.sync()
+    writer.close()
+    [hit] = search(reader, "heron in the shallows", k=1, mode="dense")  # its FAISS index was older
+    assert hit.chunk.path == str(notes / "fresh.txt")
+
+
+def test_searches_during_a_sync_see_whole_commits(notes, embedder):
+    """The chat's background sync: one thread syncs through its own Collection, another searches."""
+    import threading
+
+    for i in range(60):
+        (notes / f"more{i}.txt").write_text(f"Extra note {i}: a dipper walked along the river bed {i}.\n")
+    c = Collection("n", embedder=embedder)
+    c.ingest([notes / "n0.txt"])
+    failures: list[BaseException] = []
+
+    def sync() -> None:
+        writer = Collection("n", embedder=embedder)
+        try:
+            writer.ingest([notes], batch_chunks=8)  # the folder's other 64 files, committed in batches
+        except BaseException as exc:  # noqa: BLE001  (reported by the assert below)
+            failures.append(exc)
+        finally:
+            writer.close()
+
+    worker = threading.Thread(target=sync)
+    worker.start()
+    seen = set()
+    while worker.is_alive() or not seen:
+        with c.reading():
+            rows = c.db["chunks"].count
+            assert c.index.ntotal == rows  # FAISS holds exactly the rows this read sees
+            hits = search(c, "a dipper walked along the river", k=5, mode="dense")
+            assert len(hits) == min(5, rows)  # no hit points at a chunk this read cannot see
+        seen.add(rows)
+    worker.join()
+    assert not failures and len(seen) > 1  # it searched while the sync was part-way
+    with c.reading():
+        assert len(_agree(c)) == 65

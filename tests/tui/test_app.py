@@ -2,6 +2,7 @@
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,7 @@ from assistant.records import Conversation, Message
 from assistant.settings import ChatSettings
 from assistant.store import Store
 from backends.hf.backend import HFBackend
+from retrieval.search import search
 from tui.app import HearthApp
 from tui.screens import HelpScreen, PromptScreen
 from tui.widgets import ChatInput, MessageBox
@@ -316,3 +318,39 @@ async def test_attach_and_detach_files(make_app, store, tmp_path):
         await until(pilot, lambda: "none of the attached files could be read" in status(app), timeout=60)
         await app.run_slash("/attach", "")
         assert "/attach needs a file" in status(app)
+
+
+async def test_the_collection_in_use_follows_its_files_in_the_background(make_app, store, tmp_path, hearth_home,
+                                                                        embedder):
+    from retrieval.collection import Collection
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("The otter holt is under the alder roots.\n")
+    (notes / "b.txt").write_text("Swifts nest in the church tower.\n")
+    Collection("wild", embedder=embedder).ingest([notes])
+    (notes / "b.txt").write_text("Swifts nest under the eaves of the mill.\n")  # changed while the chat was closed
+
+    def documents() -> dict[str, str]:
+        c = Collection("wild", embedder=embedder, create=False)
+        try:
+            return {Path(p).name: h for p, h in c.db.execute("select path, hash from documents")}
+        finally:
+            c.close()
+
+    before = documents()
+    app = make_app(settings=ChatSettings(collection="wild"))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await until(pilot, lambda: documents()["b.txt"] != before["b.txt"], timeout=60)  # synced on open
+        app.query_one("#input", ChatInput).load_text("typing while it syncs")  # the UI is not blocked
+        await pilot.pause(1.5)  # the watcher is running
+        (notes / "c.txt").write_text("A kingfisher perches on the willow.\n")
+        (notes / "a.txt").unlink()
+        await until(pilot, lambda: set(documents()) == {"b.txt", "c.txt"}, timeout=60)  # followed while open
+        await until(pilot, lambda: "docs: wild" in str(app.query_one("#status").render())
+                    and "syncing" not in str(app.query_one("#status").render()), timeout=10)
+        [hit] = search(app.session.collection, "kingfisher on the willow", k=1)
+        assert hit.chunk.path == str(notes / "c.txt")  # the session's searches see the synced rows
+        await app.run_slash("/docs", "off")
+        assert app._followed is None
