@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Union
 
 from assistant import chatml
@@ -59,11 +59,63 @@ Event = Union[TokenEvent, DoneEvent]
 
 @dataclass
 class PromptPlan:
-    """What will be sent to the backend for one reply."""
+    """What will be sent to the backend for one reply: `ids` to a local model, `messages` (the same
+    prompt before rendering) to one that takes messages (a remote endpoint; `ids` are then counted
+    with its estimate, not sent)."""
 
     ids: list[int]
     dropped_messages: int  # oldest history messages left out to fit the context
     max_new_tokens: int
+    messages: list[ChatMessage] = field(default_factory=list)
+
+
+@dataclass
+class _Outcome:
+    """A reply as it arrives from any backend: its tokens or text, and how it ended."""
+
+    finish: str | None = None  # "stop" or "length"; None while (or if) the backend has not said
+    steps: int = 0  # tokens (or text pieces) received
+    ids: list[int] = field(default_factory=list)  # a local model's reply tokens
+    parts: list[str] = field(default_factory=list)  # a remote model's reply text
+    completion_tokens: int | None = None  # as a remote server counted them
+    prompt_tokens: int | None = None
+
+    def text(self, tokenizer) -> str:
+        return "".join(self.parts) if self.parts else tokenizer.decode(self.ids) if self.ids else ""
+
+
+def _generate(backend: Backend, plan: PromptPlan, params: GenerationParams, cancel: threading.Event | None,
+              out: _Outcome) -> Iterator["TokenEvent"]:
+    """TokenEvents of one reply, from a local model (token ids) or a remote one (text); `out`
+    collects what came and how it ended."""
+    if getattr(backend, "takes_messages", False):
+        texts = backend.stream_text(plan.messages, params, cancel)
+        try:
+            for step in texts:
+                if step.completion_tokens is not None:
+                    out.completion_tokens, out.prompt_tokens = step.completion_tokens, step.prompt_tokens
+                out.finish = step.finish or out.finish
+                if step.text:
+                    out.steps += 1
+                    out.parts.append(step.text)
+                    yield TokenEvent(step.text, -1, 0.0)
+        finally:
+            texts.close()
+        return
+    tokenizer = backend.tokenizer
+    decoder = StreamDecoder(tokenizer)
+    steps = backend.stream(plan.ids, params, cancel)
+    try:
+        for step in steps:
+            out.steps += 1
+            if step.token_id in tokenizer.stop_ids:
+                out.finish = "stop"
+                return
+            out.ids.append(step.token_id)
+            yield TokenEvent(decoder.push(step.token_id), step.token_id, step.logprob)
+    finally:
+        getattr(steps, "close", lambda: None)()  # a generator: the model stops now (any iterator will do)
+    out.finish = out.finish or "length"
 
 
 def _turns(history: list[ChatMessage]) -> list[list[ChatMessage]]:
@@ -110,8 +162,9 @@ def fit_context(
         start += 1
     kept = [m for turn in turns[start:] for m in turn]
     dropped = sum(len(t) for t in turns[:start])
-    ids = chatml.encode(fixed + kept + current, tokenizer, add_generation_prompt=True).ids
-    return PromptPlan(ids=ids, dropped_messages=dropped, max_new_tokens=budget)
+    messages = fixed + kept + current
+    ids = chatml.encode(messages, tokenizer, add_generation_prompt=True).ids
+    return PromptPlan(ids=ids, dropped_messages=dropped, max_new_tokens=budget, messages=messages)
 
 
 def stored_settings(store: Store, conversation_id: int, current: ChatSettings) -> ChatSettings:
@@ -300,6 +353,16 @@ class ChatSession:
         conv = self.store.get_conversation(self.conversation.id)
         return export(conv, self.store.messages(conv.id), fmt)
 
+    def take_history(self, messages: list[ChatMessage]) -> None:
+        """Start from earlier turns held elsewhere (a served request carries its whole conversation);
+        stored like the session's own when it stores."""
+        first_user = next((m.content for m in messages if m.role == "user"), None)
+        if first_user is not None:
+            self._ensure_conversation(first_user)
+        for m in messages:
+            status = "stop" if m.role == "assistant" else "complete"
+            self.messages.append(self._save(Message(role=m.role, content=m.content, status=status)))
+
     # -- replies ------------------------------------------------------------------------------------
     def history_for_model(self) -> list[ChatMessage]:
         """Stored messages as the model sees them (failed replies left out)."""
@@ -344,8 +407,9 @@ class ChatSession:
         from retrieval.search import dense_scores, search
 
         query_vec = self.collection.embedder.encode([text])[0]
-        hits = search(self.collection, text, k=self.settings.k, mode="hybrid", query_vec=query_vec)
-        best = dense_scores(self.collection, query_vec, 1)
+        with self.collection.reading():
+            hits = search(self.collection, text, k=self.settings.k, mode="hybrid", query_vec=query_vec)
+            best = dense_scores(self.collection, query_vec, 1)
         sources = rag.sources_from_hits(hits)
         if not best or best[0][1] < rag.MIN_RELEVANCE:
             return None, sources
@@ -374,7 +438,8 @@ class ChatSession:
         return Message(role="assistant", content=content, status=status, backend=self.backend.name,
                        model=self.backend.model_id, sources=[src.to_dict() for src in sources or []],
                        settings={"sampling": s.sampling.to_dict(), "max_new_tokens": s.max_new_tokens,
-                                 "precision": self.backend.precision, "adapter": self.backend.adapter})
+                                 "precision": self.backend.precision, "adapter": self.backend.adapter}
+                       | ({"base_url": self.backend.base_url} if hasattr(self.backend, "base_url") else {}))
 
     def _reply(self, question: str, history: list[ChatMessage], plan: PromptPlan | None,
                sources: "list[Source] | None", cancel: threading.Event | None) -> Iterator[Event]:
@@ -407,49 +472,48 @@ class ChatSession:
         listening (window closed) or Ctrl+C interrupts, the reply so far is stored as cancelled."""
         self.last_plan = plan
         tokenizer = self.backend.tokenizer
-        decoder = StreamDecoder(tokenizer)
-        content_ids: list[int] = []
-        steps = 0
+        out = _Outcome()
         finish, error = "length", None
         start = saved_at = time.perf_counter()
         first_at = last_at = None
 
         def settle() -> None:
-            reply.content = tokenizer.decode(content_ids)
+            reply.content = out.text(tokenizer)
+            steps = out.steps
             reply.timings = Timings(
                 ttft_s=(first_at - start) if first_at else None,
                 decode_tok_s=((steps - 1) / (last_at - first_at)) if steps > 1 and last_at > first_at else None,
-                prompt_tokens=len(plan.ids),
-                completion_tokens=steps,
+                prompt_tokens=out.prompt_tokens or len(plan.ids),
+                completion_tokens=out.completion_tokens or steps,
             )
 
-        stream = self.backend.stream(plan.ids, GenerationParams(self.settings.sampling, plan.max_new_tokens), cancel)
+        events = _generate(self.backend, plan, GenerationParams(self.settings.sampling, plan.max_new_tokens),
+                           cancel, out)
         try:
-            for step in stream:
+            for event in events:
                 last_at = time.perf_counter()
                 first_at = first_at or last_at
-                steps += 1
-                if step.token_id in tokenizer.stop_ids:
-                    finish = "stop"
-                    break
-                content_ids.append(step.token_id)
                 if last_at - saved_at >= self.save_every_s:
-                    reply.content = tokenizer.decode(content_ids)
+                    reply.content = out.text(tokenizer)
                     self._save(reply)
                     saved_at = last_at
-                yield TokenEvent(decoder.push(step.token_id), step.token_id, step.logprob)
-            if finish != "stop" and cancel is not None and cancel.is_set():
+                yield event
+            if out.finish != "stop" and cancel is not None and cancel.is_set():
                 finish = "cancelled"
+            elif out.finish is None:  # a remote stream that ended without saying why
+                finish, error = "error", "the reply stream ended before the reply did"
+            else:
+                finish = out.finish
         except (GeneratorExit, KeyboardInterrupt):  # Ctrl+C may land inside the model's step
-            stream.close()
+            events.close()
             settle()
             reply.status = "cancelled"
             self.messages.append(self._save(reply))
             raise
         except Exception as exc:  # a backend failure ends this reply, not the session
             log.exception("generation failed")
-            finish, error = "error", f"{type(exc).__name__}: {exc}"
-        stream.close()
+            finish, error = "error", str(exc) if isinstance(exc, HearthError) else f"{type(exc).__name__}: {exc}"
+        events.close()
         settle()
         return finish, error
 
@@ -493,13 +557,10 @@ class ChatSession:
 
     def _complete(self, plan: PromptPlan, params: GenerationParams, cancel: threading.Event | None) -> str:
         """A whole reply to the plan, not streamed (for retries and self-consistency samples)."""
-        tokenizer = self.backend.tokenizer
-        ids = []
-        for step in self.backend.stream(plan.ids, params, cancel):
-            if step.token_id in tokenizer.stop_ids:
-                break
-            ids.append(step.token_id)
-        return tokenizer.decode(ids)
+        out = _Outcome()
+        for _event in _generate(self.backend, plan, params, cancel, out):
+            pass
+        return out.text(self.backend.tokenizer)
 
     def _samples(self, cancel: threading.Event | None) -> list[str]:
         """self_check re-sampled answers to the last prompt (balanced preset), for self-consistency."""

@@ -28,6 +28,9 @@ class ChatSettings:
     model: str | None = None  # a model folder; None is the bundled default
     adapter: str | None = None  # a LoRA adapter folder (hf backend)
     precision: str = DEFAULT_PRECISION
+    base_url: str | None = None  # the endpoint of the openai backend
+    api_key_env: str | None = None  # the environment variable holding its key (the key is never stored)
+    context_length: int | None = None  # the openai backend's context, when the server does not say
     collection: str | None = None  # answer from this document collection, with citations
     attachments: tuple[str, ...] = ()  # or from these files (absolute paths), without a collection
     k: int = DEFAULT_K  # sources per grounded answer
@@ -39,7 +42,10 @@ class ChatSettings:
     self_check: int = 0  # re-sampled answers for self-consistency (0 = off)
 
     def __post_init__(self) -> None:
-        check_choice(self.backend, self.adapter, self.precision)
+        check_choice(self.backend, self.adapter, self.precision, self.base_url, self.model,
+                     self.api_key_env is not None or self.context_length is not None)
+        if self.context_length is not None and self.context_length < 64:
+            raise HearthError("--context-length must be at least 64")
         if self.on_unsupported not in POLICIES:
             raise HearthError(f"unknown policy {self.on_unsupported!r}; choose one of: {', '.join(POLICIES)}.")
         if self.k < 1:
@@ -68,9 +74,12 @@ class ChatSettings:
 
     def with_backend(self, backend: str) -> "ChatSettings":
         """Switch backend, dropping an adapter or precision the new one does not take."""
-        precision = DEFAULT_PRECISION if backend == "hf" else self.precision
+        precision = self.precision if backend == "scratch" else DEFAULT_PRECISION
+        if backend == "openai":
+            return self.replace(backend=backend, adapter=None, precision=precision)
         return self.replace(backend=backend, adapter=None if backend == "scratch" else self.adapter,
-                            precision=precision)
+                            precision=precision, base_url=None, api_key_env=None, context_length=None,
+                            model=None if self.backend == "openai" else self.model)
 
     def resumed(self, stored: "ChatSettings") -> "ChatSettings":
         """These settings with a stored conversation's own (CONVERSATION_FIELDS) taken over."""

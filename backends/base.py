@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from backends.tokenizer import ChatTokenizer
 
 
+class QueueFull(Exception):
+    """More requests are waiting for the model than its queue takes; retry later."""
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     """Sampling settings plus how many tokens a reply may have."""

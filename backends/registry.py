@@ -14,19 +14,32 @@ from assistant.errors import HearthError, ModelNotFound
 if TYPE_CHECKING:
     from backends.base import Backend
 
-BACKENDS = ("hf", "scratch")
+BACKENDS = ("hf", "scratch", "openai")  # openai: a model behind an OpenAI-compatible endpoint (remote.py)
 DEFAULT_BACKEND = "hf"
 PRECISIONS = ("fp32", "bf16", "int8")  # bf16 and int8 are the scratch engine's
 DEFAULT_PRECISION = "fp32"
 CPU_ONLY_PRECISIONS = ("int8",)  # PyTorch's int8 weight kernel is a CPU kernel
 
 
-def check_choice(backend: str, adapter: str | None, precision: str) -> None:
-    """Raise a HearthError for a backend, adapter and precision that do not go together."""
+def check_choice(backend: str, adapter: str | None, precision: str, base_url: str | None = None,
+                 model: str | None = None, remote_options: bool = False) -> None:
+    """Raise a HearthError for a backend, adapter, precision and endpoint that do not go together.
+    `remote_options`: whether options only the openai backend takes (key variable, context length) were given."""
     if backend not in BACKENDS:
         raise HearthError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}.")
     if precision not in PRECISIONS:
         raise HearthError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}.")
+    if backend == "openai":
+        if not base_url or not model:
+            raise HearthError("--backend openai needs --base-url URL (e.g. http://127.0.0.1:11434/v1 for Ollama) "
+                              "and --model NAME (a model the server lists)")
+        if not base_url.startswith(("http://", "https://")):
+            raise HearthError(f"--base-url must start with http:// or https://, got {base_url!r}")
+        if adapter is not None or precision != DEFAULT_PRECISION:
+            raise HearthError("--adapter and --precision apply to local models, not to --backend openai")
+        return
+    if base_url is not None or remote_options:
+        raise HearthError("--base-url, --api-key-env and --context-length apply to --backend openai")
     if backend == "scratch" and adapter is not None:
         raise HearthError("the scratch backend takes merged weights: run `hearth train merge` first.")
     if backend == "hf" and precision != DEFAULT_PRECISION:
@@ -67,6 +80,11 @@ def load_backend(
 
 
 def load_for(settings, report: Callable[[str], None] | None = None) -> "Backend":
-    """The backend chat settings (assistant.settings.ChatSettings) name: backend, model, adapter, precision."""
+    """The backend chat settings (assistant.settings.ChatSettings) name: backend, model, adapter,
+    precision, or an endpoint."""
+    if settings.backend == "openai":
+        from backends.remote import OpenAIBackend
+
+        return OpenAIBackend(settings.base_url, settings.model, settings.api_key_env, settings.context_length)
     return load_backend(settings.backend, settings.model, settings.adapter, report=report,
                         precision=settings.precision)

@@ -110,6 +110,9 @@ class HearthApp(App):
         self.generating = False
         self.status_note = "starting"
         self.last_timings = None
+        self._followed = None  # the collection kept current in the background, and how to stop that
+        self._follow_stop = threading.Event()
+        self.sync_note = ""
 
     # -- layout -----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -129,6 +132,9 @@ class HearthApp(App):
 
             self._store = Store()
         return self._store
+
+    def on_unmount(self) -> None:
+        self._follow_stop.set()  # a background sync stops after its current file (its thread must end)
 
     def on_mount(self) -> None:
         self.query_one("#input", ChatInput).focus()
@@ -190,6 +196,7 @@ class HearthApp(App):
             self.show_error(str(exc))
             self.settings = self.settings.replace(collection=None, attachments=())
             self.session = open_session(self.settings, self.store, conversation_id, backend=self.backend)
+        self._follow_documents()
 
     def _configure(self, note: str, **changes) -> None:
         """Change settings for this conversation and the next ones (stored with the conversation)."""
@@ -202,7 +209,60 @@ class HearthApp(App):
 
                 open_collection(changes["collection"])  # an unknown name fails now, not at load
             self.settings = self.settings.replace(**changes)
+        self._follow_documents()
         self.update_status(note)
+
+    # -- the collection in use, kept current ----------------------------------------------------------
+    def _follow_documents(self) -> None:
+        """Sync the session's collection with its files now and whenever they change, in a worker;
+        searches read a consistent index meanwhile (Collection.reading)."""
+        from retrieval.attach import ATTACHED
+
+        collection = self.session.collection if self.session is not None else None
+        if collection is not None and (collection.name == ATTACHED or not collection.roots):
+            collection = None
+        if collection is self._followed:
+            return
+        self._follow_stop.set()  # the previous one stops after its current file
+        self._followed, self._follow_stop, self.sync_note = collection, threading.Event(), ""
+        if collection is not None:
+            self._keep_current(collection, self._follow_stop)
+
+    @work(thread=True, group="sync")
+    def _keep_current(self, collection, stop: threading.Event) -> None:
+        from retrieval.collection import Collection
+        from retrieval.watch import Watcher
+
+        def tell(*args) -> None:
+            try:
+                self.call_from_thread(self._sync_progress, stop, *args)
+            except RuntimeError:  # the app closed while this sync finished its file
+                stop.set()
+
+        def progress(name: str, state: dict) -> None:
+            tell(f"syncing {state['files_done']}/{state['files_total']}")
+
+        def synced(name: str, report) -> None:
+            tell("", report.changes)
+
+        try:
+            # its own connection: the replies' searches read through the session's, in their own transactions
+            own = Collection(collection.name, embedder=collection.embedder, create=False, root=collection.dir.parent)
+            try:
+                Watcher([own], synced, progress=progress).run(stop)
+            finally:
+                own.close()
+        except (HearthError, OSError) as exc:
+            tell("sync failed", f"cannot sync: {exc}", "error")
+
+    def _sync_progress(self, stop: threading.Event, note: str, message: str = "", severity: str = "information") -> None:
+        """The status bar's sync note, and a notice of what a sync changed (or why it failed)."""
+        if stop is not self._follow_stop:  # a sync of a collection no longer in use
+            return
+        self.sync_note = note
+        if message:
+            self.notify(f"{self._followed.name}: {message}", severity=severity, timeout=6)
+        self.update_status()
 
     @property
     def conversation_id(self) -> int | None:
@@ -481,6 +541,9 @@ class HearthApp(App):
     def cmd_model(self, arg: str) -> None:
         if not arg:
             raise HearthError("/model needs a folder (or 'default')")
+        if self.settings.backend == "openai":  # a model name on the server, not a folder
+            self.load_backend(self.settings.replace(model=arg))
+            return
         self.load_backend(self.settings.replace(model=None if arg == "default" else str(Path(arg).expanduser())))
 
     def cmd_adapter(self, arg: str) -> None:
@@ -521,6 +584,7 @@ class HearthApp(App):
         if self.session is not None:
             self.session.configure(opened=sources, collection=None, attachments=settings.attachments)
         self.settings = self.settings.replace(collection=None, attachments=settings.attachments)
+        self._follow_documents()
         self.update_status("files: " + ", ".join(Path(f).name for f in settings.attachments))
 
     def cmd_sources(self, arg: str) -> None:
@@ -598,7 +662,7 @@ class HearthApp(App):
             parts = [f"{self.settings.backend}: …"]
         files = self.settings.attachments
         parts.append(f"files: {', '.join(Path(f).name for f in files)}" if files
-                     else f"docs: {self.settings.collection or 'off'}")
+                     else f"docs: {self.settings.collection or 'off'}" + (f" · {self.sync_note}" if self.sync_note else ""))
         plan = self.session.last_plan if self.session is not None else None
         if self.backend is not None:
             parts.append(f"ctx {len(plan.ids) if plan else 0}/{self.backend.context_length}")

@@ -1,4 +1,4 @@
-"""hearth bench decode | tui | grounding | retrieval | sync: two implementations compared in one run."""
+"""hearth bench decode | tui | grounding | retrieval | serve | sync: two implementations compared in one run."""
 
 from __future__ import annotations
 
@@ -33,6 +33,16 @@ def register(sub) -> None:
     q.add_argument("--chunks", type=int, default=100_000, help="collection size (default %(default)s)")
     q.add_argument("--json", action="store_true", help="print one JSON line")
     q.set_defaults(func=cmd_retrieval)
+
+    q = bs.add_parser("serve", help="`hearth serve` under concurrent streaming clients: throughput and time to "
+                      "first token per concurrency level, and the batching speedup")
+    q.add_argument("--concurrency", default="1,4,8", help="comma-separated client counts (default %(default)s)")
+    q.add_argument("--requests", type=int, default=16, help="requests per level (default %(default)s)")
+    q.add_argument("--max-tokens", type=int, default=64, help="tokens per reply at most (default %(default)s)")
+    q.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                   help="scratch engine weights (default %(default)s)")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+    q.set_defaults(func=cmd_serve)
 
     q = bs.add_parser("sync", help="a collection's sync (no change, one edit, one rename) against a full ingest")
     q.add_argument("--files", type=int, default=2000, help="files in the collection (default %(default)s)")
@@ -78,4 +88,17 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if args.files < 10:
         raise HearthError("--files must be at least 10")
     emit(sync.run(n_files=args.files, report=_report(args)), args.json)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from assistant.bench import serve
+
+    try:
+        levels = sorted({int(x) for x in args.concurrency.split(",")})
+    except ValueError:
+        raise HearthError("--concurrency takes comma-separated numbers, e.g. 1,4,8") from None
+    if not levels or levels[0] < 1 or args.requests < 1 or args.max_tokens < 1:
+        raise HearthError("--concurrency levels, --requests and --max-tokens must be at least 1")
+    emit(serve.run(levels, args.requests, args.max_tokens, args.precision, report=_report(args)), args.json)
     return 0

@@ -15,7 +15,8 @@ from backends.registry import BACKENDS, DEFAULT_BACKEND, PRECISIONS
 
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "repetition_penalty", "seed")  # SamplingParams fields
 SETTINGS_OPTIONS = {  # argparse dest -> ChatSettings field
-    "backend": "backend", "model": "model", "adapter": "adapter", "precision": "precision", "docs": "collection",
+    "backend": "backend", "model": "model", "adapter": "adapter", "precision": "precision", "base_url": "base_url",
+    "api_key_env": "api_key_env", "context_length": "context_length", "docs": "collection",
     "k": "k", "max_tokens": "max_new_tokens", "system": "system_prompt", "on_unsupported": "on_unsupported",
     "check": "check", "self_check": "self_check",
 }
@@ -24,8 +25,16 @@ SETTINGS_OPTIONS = {  # argparse dest -> ChatSettings field
 def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--backend", choices=BACKENDS,
-                   help=f"hf: transformers; scratch: our own decoder and KV cache (default: {DEFAULT_BACKEND})")
-    g.add_argument("--model", metavar="PATH", help="model folder (default: the bundled SmolLM2-135M-Instruct)")
+                   help="hf: transformers; scratch: our own decoder and KV cache; openai: a model behind an "
+                        f"OpenAI-compatible endpoint such as Ollama, llama.cpp's server or vLLM (default: {DEFAULT_BACKEND})")
+    g.add_argument("--model", metavar="PATH",
+                   help="model folder (default: the bundled SmolLM2-135M-Instruct); with --backend openai the "
+                        "model's name on the server")
+    g.add_argument("--base-url", metavar="URL", help="the endpoint of --backend openai, e.g. http://127.0.0.1:11434/v1")
+    g.add_argument("--api-key-env", metavar="VAR",
+                   help="environment variable holding the endpoint's API key (read when needed, never stored)")
+    g.add_argument("--context-length", type=int, metavar="N",
+                   help="the remote model's context in tokens (default: what the server reports, else 4096)")
     g.add_argument("--adapter", metavar="PATH", help="LoRA adapter folder to apply (hf backend)")
     g.add_argument("--precision", choices=PRECISIONS,
                    help="scratch backend weights: fp32 (reference, default), bf16, int8 (fastest on CPU)")

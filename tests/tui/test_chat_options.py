@@ -37,6 +37,11 @@ CASES = {
     "on-unsupported": (["--on-unsupported", "abstain"], lambda app: app.session.settings.on_unsupported == "abstain"),
     "check": (["--check"], lambda app: app.session.settings.check is True),
     "self-check": (["--self-check", "2"], lambda app: app.session.settings.self_check == 2),
+    "openai endpoint": (["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "served-model",
+                         "--api-key-env", "HEARTH_TEST_KEY", "--context-length", "1000"],
+                        lambda app: (app.backend.name, app.backend.model_id, app.backend.base_url,
+                                     app.backend.context_length, app.session.settings.api_key_env)
+                        == ("openai", "served-model", "http://127.0.0.1:9/v1", 1000, "HEARTH_TEST_KEY")),
     "conversation": (["--conversation", "{conversation}"],
                      lambda app: [m.content for m in app.session.messages] == ["kept question", "kept answer"]),
 }
@@ -74,7 +79,9 @@ def notes(tmp_path, embedder):
 
 
 @pytest.mark.parametrize("case", CASES)
-async def test_a_chat_option_reaches_the_session(case, tiny_llama_dir, adapter, notes, hearth_home, tmp_path):
+async def test_a_chat_option_reaches_the_session(case, tiny_llama_dir, adapter, notes, hearth_home, tmp_path,
+                                                 monkeypatch):
+    monkeypatch.setenv("HEARTH_TEST_KEY", "k")  # (with --context-length given, nothing connects at load)
     store = Store()
     conv = store.create_conversation(Conversation(title="kept", system_prompt="s"))
     store.add_message(conv.id, Message(role="user", content="kept question"))

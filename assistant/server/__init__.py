@@ -1,0 +1,1 @@
+"""`hearth serve`: Hearth behind the OpenAI HTTP API."""
