@@ -139,7 +139,8 @@ class MultiHeadAttention(nn.Module):
             qkv = torch.cat([self.W_Q(x), self.W_K(x), self.W_V(x)], dim=-1)
         qkv = qkv.view(b, t, h + 2 * kv, self.head_dim)
         # Q and K heads sit side by side: rotate them in one call. V is never rotated.
-        qk = rope(qkv[:, :, : h + kv], cos[:, None], sin[:, None], self.pairing)
+        # cos/sin: (T, d/2), or (B, T, d/2) when each row has its own positions (batched engine)
+        qk = rope(qkv[:, :, : h + kv], cos[..., None, :], sin[..., None, :], self.pairing)
         q = qk[:, :, :h].transpose(1, 2)
         k = qk[:, :, h:].transpose(1, 2)
         v = qkv[:, :, h + kv :].transpose(1, 2)

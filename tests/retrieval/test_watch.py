@@ -64,7 +64,12 @@ def test_watch_follows_the_folder_while_it_runs(tmp_path, hearth_home):
                                                       "-k", "1").stdout, "the editor's save")
     finally:
         watcher.send_signal(signal.SIGINT)
-        out, err = watcher.communicate(timeout=60)
+        try:
+            out, err = watcher.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # say what it printed, and do not hide an earlier failure
+            watcher.kill()
+            out, err = watcher.communicate()
+            raise AssertionError(f"hearth watch did not stop on Ctrl+C within 60 s:\n{out}\n{err}") from None
     assert watcher.returncode == 0 and "Traceback" not in err, err
     assert "watching w" in err and " 1 renamed" in out  # re-pointed in one sync
     c = Collection("w", create=False)

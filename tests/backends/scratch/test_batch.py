@@ -22,8 +22,9 @@ def scratch(smollm2_dir):
     return ScratchBackend(smollm2_dir)
 
 
-def prompt(backend, question):
-    return chatml.encode([ChatMessage("user", question)], backend.tokenizer, add_generation_prompt=True).ids
+def prompt(backend, question, system=None):
+    messages = ([ChatMessage("system", system)] if system else []) + [ChatMessage("user", question)]
+    return chatml.encode(messages, backend.tokenizer, add_generation_prompt=True).ids
 
 
 def tokens(stream) -> list[int]:
@@ -50,6 +51,34 @@ def test_concurrent_greedy_replies_equal_each_served_alone(scratch):
         engine = batched.engine
         assert engine.rows_decoded > engine.steps  # steps did decode several sequences at once
         assert (batched.active, batched.queued) == (0, 0)
+    finally:
+        batched.close()
+
+
+@pytest.mark.slow
+def test_a_shared_system_prompt_is_computed_once_and_replies_do_not_change(scratch):
+    from assistant.config import DEFAULT_SYSTEM_PROMPT
+
+    questions = [q for q, _ in QUESTIONS[:3]]
+    prompts = [prompt(scratch, q, DEFAULT_SYSTEM_PROMPT) for q in questions]
+    alone = [tokens(scratch.stream(p, GenerationParams(GREEDY, 16))) for p in prompts]
+    batched = BatchedBackend(scratch, slots=2)
+    try:
+        first = tokens(batched.stream(prompts[0], GenerationParams(GREEDY, 16)))
+        assert batched.engine.prompt_tokens_reused == 0  # nothing held yet
+        got: list = [None] * 3
+
+        def run(i: int) -> None:
+            got[i] = tokens(batched.stream(prompts[i], GenerationParams(GREEDY, 16)))
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [first] + got == [alone[0]] + alone
+        system_turn = len(chatml.encode([ChatMessage("system", DEFAULT_SYSTEM_PROMPT)], scratch.tokenizer).ids)
+        assert batched.engine.prompt_tokens_reused >= 3 * system_turn  # each later request copied it
     finally:
         batched.close()
 
