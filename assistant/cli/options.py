@@ -22,19 +22,22 @@ SETTINGS_OPTIONS = {  # argparse dest -> ChatSettings field
 }
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
+def add_model_options(p: argparse.ArgumentParser, remote: bool = True) -> None:
+    """--backend, --model, --adapter, --precision; with `remote`, the openai backend's options too."""
     g = p.add_argument_group("model")
-    g.add_argument("--backend", choices=BACKENDS,
+    g.add_argument("--backend", choices=BACKENDS if remote else tuple(b for b in BACKENDS if b != "openai"),
                    help="hf: transformers; scratch: our own decoder and KV cache; openai: a model behind an "
                         f"OpenAI-compatible endpoint such as Ollama, llama.cpp's server or vLLM (default: {DEFAULT_BACKEND})")
     g.add_argument("--model", metavar="PATH",
                    help="model folder (default: the bundled SmolLM2-135M-Instruct); with --backend openai the "
                         "model's name on the server")
-    g.add_argument("--base-url", metavar="URL", help="the endpoint of --backend openai, e.g. http://127.0.0.1:11434/v1")
-    g.add_argument("--api-key-env", metavar="VAR",
-                   help="environment variable holding the endpoint's API key (read when needed, never stored)")
-    g.add_argument("--context-length", type=int, metavar="N",
-                   help="the remote model's context in tokens (default: what the server reports, else 4096)")
+    if remote:
+        g.add_argument("--base-url", metavar="URL",
+                       help="the endpoint of --backend openai, e.g. http://127.0.0.1:11434/v1")
+        g.add_argument("--api-key-env", metavar="VAR",
+                       help="environment variable holding the endpoint's API key (read when needed, never stored)")
+        g.add_argument("--context-length", type=int, metavar="N",
+                       help="the remote model's context in tokens (default: what the server reports, else 4096)")
     g.add_argument("--adapter", metavar="PATH", help="LoRA adapter folder to apply (hf backend)")
     g.add_argument("--precision", choices=PRECISIONS,
                    help="scratch backend weights: fp32 (reference, default), bf16, int8 (fastest on CPU)")

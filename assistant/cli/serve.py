@@ -34,7 +34,7 @@ def register(sub) -> None:
     p.add_argument("--max-queue", type=int, default=64, metavar="N",
                    help="requests that may wait for a slot; more are answered 429 (default 64)")
     p.add_argument("--history", action="store_true", help="store served conversations in the history, marked served")
-    add_model_options(p)
+    add_model_options(p, remote=False)
     add_generation_options(p)
     p.set_defaults(func=cmd_serve)
 
@@ -72,8 +72,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise HearthError(f"serving on {args.host} would let other machines use this one's model and documents: "
                           "give --api-key-file, or serve on 127.0.0.1")
     settings = chat_settings(args)
-    if settings.backend == "openai":
-        raise HearthError("hearth serve runs a local model (--backend hf or scratch); a remote endpoint serves itself")
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -1,7 +1,8 @@
 """Continuous batching for the scratch engine: concurrent requests decode together.
 
 One thread owns the model. Between decode steps it admits waiting requests into free slots of a
-batched KV cache (each prefilled on its own), then runs one forward pass for every active
+batched KV cache and prefills them together (a prompt prefix some slot already holds, such as the
+shared system prompt, is copied instead of computed), then runs one forward pass for every active
 sequence: each row has its own token, its own position (its rotation angles and its causal mask)
 and its own slot of the cache. A sequence that finishes, or whose consumer cancels or goes away,
 frees its slot before the next step, and a waiting one takes it.

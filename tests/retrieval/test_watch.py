@@ -42,9 +42,12 @@ def test_watch_follows_the_folder_while_it_runs(tmp_path, hearth_home):
     for i in range(3):
         (notes / f"n{i}.txt").write_text(f"Note {i} about the water vole {i}.\n")
     hearth("ingest", notes, "--collection", "w")
+    # As started from a terminal: a test run launched in the background (`make test &`, some CI
+    # runners) ignores SIGINT, and a child would inherit that and never see the Ctrl+C below.
     watcher = subprocess.Popen([sys.executable, "-m", "assistant.cli", "watch", "w"],
                                env=os.environ | {"HEARTH_HOME": str(hearth_home)},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         time.sleep(3)  # let it start watching
         (notes / "n0.txt").write_text("Note 0, edited: the vole swam away.\n")
