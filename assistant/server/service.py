@@ -72,13 +72,14 @@ class Service:
     def settings_for(self, request: ChatRequest) -> ChatSettings:
         """The server's settings with what the request asks for; 404 for a model it does not serve."""
         collection = request.collection
+        served = self.model_ids()  # one look at the collections folder per request
         if request.model.startswith(DOCS_PREFIX):
             collection = collection or request.model[len(DOCS_PREFIX):]
-            if request.model not in self.model_ids():
+            if request.model not in served:
                 raise self.unknown_model(request.model)
         elif request.model not in (SERVED_MODEL, self.model_name):
             raise self.unknown_model(request.model)
-        if collection is not None and DOCS_PREFIX + collection not in self.model_ids():
+        if collection is not None and DOCS_PREFIX + collection not in served:
             raise ApiError(404, f"no collection named {collection!r}", param="hearth.collection",
                            code="collection_not_found")
         changes: dict = {"collection": collection, "attachments": ()}
