@@ -1,5 +1,8 @@
 """The one ChatML template: every prompt the backends see and every training example.
 
+ChatML is Hearth's format and the default; a tokenizer that carries a chat template of its own
+(Llama 3, Gemma, Mistral...: backends/chat_template.py) renders with that one, through `encode` too.
+
 A message renders as ``<|im_start|>{role}\\n{content}<|im_end|>\\n``; a prompt that wants a
 reply ends with ``<|im_start|>assistant\\n``. Token ids are built segment by segment: the control
 tokens are inserted by id and the text between them is encoded as plain text, so text that spells
@@ -42,6 +45,7 @@ class EncodedChat:
 
     ids: list[int] = field(default_factory=list)
     assistant_mask: list[bool] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)  # ids per message (the generation prompt counts with the last)
 
     def extend(self, ids: list[int], supervised: bool) -> None:
         self.ids.extend(ids)
@@ -83,12 +87,20 @@ def generation_prompt(tokenizer: _Encoder) -> list[int]:
 def encode(
     messages: Iterable[ChatMessage | dict], tokenizer: _Encoder, add_generation_prompt: bool = False
 ) -> EncodedChat:
-    """Ids (and assistant mask) of the rendered messages; concatenation of encode_message."""
+    """Ids (and assistant mask) of the rendered messages: the tokenizer's own chat template where it
+    has one (`tokenizer.template`), else ChatML, the concatenation of encode_message."""
+    template = getattr(tokenizer, "template", None)
+    if template is not None:
+        return template.encode(messages, add_generation_prompt)
     out = EncodedChat()
     for m in as_messages(messages):
         part = encode_message(m, tokenizer)
         out.ids.extend(part.ids)
         out.assistant_mask.extend(part.assistant_mask)
+        out.lengths.append(len(part.ids))
     if add_generation_prompt:
-        out.extend(generation_prompt(tokenizer), False)
+        opening = generation_prompt(tokenizer)
+        out.extend(opening, False)
+        if out.lengths:
+            out.lengths[-1] += len(opening)
     return out

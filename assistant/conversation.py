@@ -143,27 +143,36 @@ def fit_context(
     dropped. If they alone leave no room for a reply, ContextOverflow is raised; if they leave
     less than `max_new_tokens`, the reply budget shrinks to what is left.
     """
-    def length(m: ChatMessage) -> int:
-        return len(chatml.encode_message(m, tokenizer).ids)
-
     fixed = [system] if system else []
-    fixed_len = sum(length(m) for m in fixed + current) + len(chatml.generation_prompt(tokenizer))
+    turns = _turns(history)
+    everything = chatml.encode(fixed + history + current, tokenizer, add_generation_prompt=True)
+    lengths = iter(everything.lengths)  # per message, in order; with a model's own template, close to additive
+    fixed_len = sum(next(lengths) for _ in fixed)
+    turn_lens = [sum(next(lengths) for _ in turn) for turn in turns]
+    fixed_len += sum(lengths)  # the current messages and the turn opening
     room = context_length - fixed_len
     if room < 1:
         raise ContextOverflow(
             f"the message is too long for the model: {fixed_len} prompt tokens, "
             f"context limit {context_length}. Shorten it or use a model with a longer context."
         )
-    turns = _turns(history)
-    turn_lens = [sum(length(m) for m in turn) for turn in turns]
     budget = min(max_new_tokens, room)
     start = 0
-    while start < len(turns) and sum(turn_lens[start:]) + budget > room:
-        start += 1
-    kept = [m for turn in turns[start:] for m in turn]
+    while True:
+        while start < len(turns) and sum(turn_lens[start:]) + budget > room:
+            start += 1
+        messages = fixed + [m for turn in turns[start:] for m in turn] + current
+        ids = chatml.encode(messages, tokenizer, add_generation_prompt=True).ids
+        if len(ids) + budget <= context_length or start == len(turns):
+            break
+        start += 1  # a template that renders turns differently once earlier ones are gone: drop one more
     dropped = sum(len(t) for t in turns[:start])
-    messages = fixed + kept + current
-    ids = chatml.encode(messages, tokenizer, add_generation_prompt=True).ids
+    budget = min(budget, context_length - len(ids))
+    if budget < 1:
+        raise ContextOverflow(
+            f"the message is too long for the model: {len(ids)} prompt tokens, "
+            f"context limit {context_length}. Shorten it or use a model with a longer context."
+        )
     return PromptPlan(ids=ids, dropped_messages=dropped, max_new_tokens=budget, messages=messages)
 
 

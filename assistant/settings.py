@@ -25,7 +25,7 @@ class ChatSettings:
     """How a conversation is answered: the model, the documents, sampling, and the check."""
 
     backend: str = DEFAULT_BACKEND
-    model: str | None = None  # a model folder; None is the bundled default
+    model: str | None = None  # a model folder, .gguf file or registered name; None is the bundled default
     adapter: str | None = None  # a LoRA adapter folder (hf backend)
     precision: str = DEFAULT_PRECISION
     base_url: str | None = None  # the endpoint of the openai backend
@@ -80,6 +80,13 @@ class ChatSettings:
         return self.replace(backend=backend, adapter=None if backend == "scratch" else self.adapter,
                             precision=precision, base_url=None, api_key_env=None, context_length=None,
                             model=None if self.backend == "openai" else self.model)
+
+    def with_model(self, name: str) -> "ChatSettings":
+        """Switch model as `/model NAME` does: a folder, a .gguf file, 'default', a registered name
+        (an endpoint's switches to the openai backend), or on the openai backend the server's model."""
+        from backends.named_models import model_choice
+
+        return self.replace(**model_choice(name, self.backend))
 
     def resumed(self, stored: "ChatSettings") -> "ChatSettings":
         """These settings with a stored conversation's own (CONVERSATION_FIELDS) taken over."""

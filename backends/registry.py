@@ -47,14 +47,32 @@ def check_choice(backend: str, adapter: str | None, precision: str, base_url: st
 
 
 def resolve_model(model: str | Path | None, report: Callable[[str], None] | None = None) -> Path:
-    """A model folder path; None means the bundled default (prepared on first use)."""
+    """A model folder path for a folder, a GGUF file (converted on first use), a name registered with
+    `hearth models add`, or None: the bundled default (prepared on first use)."""
     if model is None:
         from backends.hf.default_model import ensure_default_model
 
         return ensure_default_model(report)
     path = Path(model).expanduser()
     if not path.exists():
-        raise ModelNotFound(f"model folder {path} does not exist.")
+        from backends import named_models
+
+        entry = named_models.get(str(model))
+        if entry is None:
+            raise ModelNotFound(f"model {model} does not exist: pass a model folder, a .gguf file, or a name "
+                                "`hearth models list` shows.")
+        if entry.kind == "endpoint":
+            raise ModelNotFound(f"{model} is a model behind an endpoint; it runs on --backend openai")
+        path = Path(entry.path)
+        if not path.exists():
+            raise ModelNotFound(f"model {model} is registered at {path}, which no longer exists "
+                                f"(`hearth models remove {model}`)")
+    if path.is_file():
+        from backends.gguf import converted_folder, is_gguf
+
+        if not is_gguf(path):
+            raise ModelNotFound(f"{path} is a file but not a GGUF model; pass a model folder or a .gguf file.")
+        return converted_folder(path, report)
     return path
 
 
@@ -73,10 +91,14 @@ def load_backend(
     if name == "scratch":
         from backends.scratch.backend import ScratchBackend
 
-        return ScratchBackend(model_dir, precision=precision)
-    from backends.hf.backend import HFBackend
+        backend = ScratchBackend(model_dir, precision=precision)
+    else:
+        from backends.hf.backend import HFBackend
 
-    return HFBackend(model_dir, adapter=Path(adapter).expanduser() if adapter else None)
+        backend = HFBackend(model_dir, adapter=Path(adapter).expanduser() if adapter else None)
+    if model is not None:  # as the user named it (a .gguf file, a registered name), not the folder it became
+        backend.model_id = str(model)
+    return backend
 
 
 def load_for(settings, report: Callable[[str], None] | None = None) -> "Backend":

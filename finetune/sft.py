@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -15,8 +14,9 @@ import torch.nn.functional as F
 from assistant.errors import HearthError, ModelNotFound
 from assistant.files import input_file, read_located_records
 from backends.hf.peft_quiet import quiet_peft
+from backends.registry import resolve_model
 from backends.scratch.weights import is_native, load_native, save_native
-from backends.tokenizer import ChatTokenizer
+from backends.tokenizer import ChatTokenizer, copy_tokenizer
 from finetune.chat_data import IGNORE, collate, load_examples
 from finetune.trainer import STATE_FILE, TrainConfig, Trainer, model_device, to_device
 
@@ -42,7 +42,7 @@ class SFTConfig:
 
     data: Path
     out: Path
-    base: Path | None = None  # an HF folder or scratch checkpoint; default: the bundled SmolLM2
+    base: Path | None = None  # an HF folder, scratch checkpoint, .gguf file or registered name; default: the bundled SmolLM2
     lora: LoraSettings | None = None  # None: train all weights
     epochs: float = 3.0
     patience: int | None = 2  # early stop after this many evaluations without improvement
@@ -92,12 +92,7 @@ def sft(config: SFTConfig, overrides: dict | None = None, quiet: bool = False) -
     for path in (data, val_data):  # before the base model is prepared or loaded
         if path is not None:
             read_located_records(input_file(path, "training data"))  # a bad file is an error before minutes of set-up
-    if config.base is None:
-        from backends.hf.default_model import ensure_default_model
-
-        base = ensure_default_model()
-    else:
-        base = Path(config.base)
+    base = resolve_model(config.base)  # a folder, a .gguf file, a registered name; None: the bundled model
     tokenizer = ChatTokenizer.from_file(base)
     examples = load_examples(Path(data), tokenizer, config.max_len, config.system, config.limit)
     if val_data is not None:
@@ -156,7 +151,7 @@ def sft(config: SFTConfig, overrides: dict | None = None, quiet: bool = False) -
             m.save_pretrained(folder)
         else:
             save_native(m, folder)
-        shutil.copyfile(base / "tokenizer.json", folder / "tokenizer.json")
+        copy_tokenizer(base, folder)
 
     trainer = Trainer(model, cfg, Path(config.out), loss_fn=lambda m, b: sft_loss(m, b, kind), next_batch=next_batch,
                       evaluate=evaluate, save_model=save_model, patience=config.patience, quiet=quiet)
@@ -201,5 +196,5 @@ def merge(adapter: Path, out: Path, base: Path | None = None) -> dict:
         merged.save_pretrained(out)
     else:
         save_native(merged, out)
-    shutil.copyfile(Path(base) / "tokenizer.json", out / "tokenizer.json")
+    copy_tokenizer(Path(base), out)
     return {"out": str(out), "base": str(base), "kind": kind, "max_abs_logit_diff": diff}

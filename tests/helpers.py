@@ -115,3 +115,64 @@ def hearth(*args, home: Path | None = None, stdin: str | None = None, check: boo
     if check and code != 0:
         raise AssertionError(f"hearth {args} failed ({code}):\n{run.stderr}")
     return run
+
+
+def build_tiny_llama_gguf(folder: Path, gguf_path: Path, tokenizer_from: Path, seed: int = 0) -> tuple[Path, Path]:
+    """A randomly initialised 2-layer Llama with the bundled SmolLM2's tokenizer, written twice: as a
+    transformers folder (safetensors) and as an F32 GGUF file laid out as llama.cpp's converter does
+    (q/k rows permuted for its rotary layout), with the bundled GGUF's tokenizer fields."""
+    import shutil
+
+    import gguf
+    from safetensors.torch import load_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from backends.hf.default_model import bundled_gguf
+
+    config = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=True,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (tokenizer_from / name).is_file():
+            shutil.copyfile(tokenizer_from / name, folder / name)
+
+    def permute(w, heads):  # llama.cpp's convert_hf_to_gguf: HF rotary halves -> interleaved pairs
+        return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+    writer = gguf.GGUFWriter(str(gguf_path), "llama")
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    for key, field in gguf.GGUFReader(str(bundled_gguf())).fields.items():
+        if key.startswith("tokenizer."):
+            writer.add_key_value(key, field.contents(), field.types[0], sub_type=field.types[-1] if len(field.types) > 1 else None)
+    state = load_file(folder / "model.safetensors")
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
+    parts = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
+             "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    for i in range(config.num_hidden_layers):
+        names |= {f"model.layers.{i}.{ours}.weight": f"blk.{i}.{theirs}.weight" for ours, theirs in parts.items()}
+    for name, tensor in state.items():
+        array = tensor.float().numpy()
+        if name.endswith("q_proj.weight"):
+            array = permute(array, config.num_attention_heads)
+        elif name.endswith("k_proj.weight"):
+            array = permute(array, config.num_key_value_heads)
+        writer.add_tensor(names[name], array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return folder, gguf_path

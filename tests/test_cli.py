@@ -92,7 +92,7 @@ def test_no_history_stores_nothing(tiny_llama_dir, hearth_home):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["ask", "--model", "/nonexistent/model", "hi"], "model folder /nonexistent/model does not exist"),
+        (["ask", "--model", "/nonexistent/model", "hi"], "model /nonexistent/model does not exist"),
         (["history", "show", "999"], "no conversation with id 999"),
         (["ask", "--conversation", "999", "hi"], "no conversation with id 999"),
         (["ask", "--temperature", "-1", "hi"], "temperature must be >= 0"),

@@ -540,11 +540,8 @@ class HearthApp(App):
 
     def cmd_model(self, arg: str) -> None:
         if not arg:
-            raise HearthError("/model needs a folder (or 'default')")
-        if self.settings.backend == "openai":  # a model name on the server, not a folder
-            self.load_backend(self.settings.replace(model=arg))
-            return
-        self.load_backend(self.settings.replace(model=None if arg == "default" else str(Path(arg).expanduser())))
+            raise HearthError("/model needs a folder, a .gguf file, a name from `hearth models list`, or 'default'")
+        self.load_backend(self.settings.with_model(arg))
 
     def cmd_adapter(self, arg: str) -> None:
         adapter = None if arg in ("", "off") else str(Path(arg).expanduser())

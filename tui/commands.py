@@ -22,7 +22,7 @@ COMMANDS = [
     Command("/system", "TEXT", "set this conversation's system prompt (no text: show it)"),
     Command("/preset", "|".join(PRESETS), "sampling preset"),
     Command("/temp", "VALUE", "sampling temperature (0 = greedy)"),
-    Command("/model", "PATH|default", "model folder for this conversation"),
+    Command("/model", "PATH|NAME|default", "model folder, .gguf file or registered name for this conversation"),
     Command("/backend", "|".join(BACKENDS), "switch backend (allowed mid-chat)"),
     Command("/adapter", "PATH|off", "LoRA adapter (hf backend)"),
     Command("/docs", "COLLECTION|off", "answer from a document collection"),

@@ -28,9 +28,9 @@ def add_model_options(p: argparse.ArgumentParser, remote: bool = True) -> None:
     g.add_argument("--backend", choices=BACKENDS if remote else tuple(b for b in BACKENDS if b != "openai"),
                    help="hf: transformers; scratch: our own decoder and KV cache; openai: a model behind an "
                         f"OpenAI-compatible endpoint such as Ollama, llama.cpp's server or vLLM (default: {DEFAULT_BACKEND})")
-    g.add_argument("--model", metavar="PATH",
-                   help="model folder (default: the bundled SmolLM2-135M-Instruct); with --backend openai the "
-                        "model's name on the server")
+    g.add_argument("--model", metavar="PATH|NAME",
+                   help="model folder, .gguf file (converted once) or a name from `hearth models list` "
+                        "(default: the bundled SmolLM2-135M-Instruct); with --backend openai the model's name on the server")
     if remote:
         g.add_argument("--base-url", metavar="URL",
                        help="the endpoint of --backend openai, e.g. http://127.0.0.1:11434/v1")
@@ -105,6 +105,11 @@ def chat_settings(args: argparse.Namespace, base: ChatSettings | None = None) ->
         changes.setdefault("collection", None)  # files given replace a continued conversation's collection
     elif changes.get("collection"):
         changes["attachments"] = ()  # and a collection given replaces its files
+    if "model" in changes:  # a registered name may bring its endpoint, or leave the openai backend
+        from backends.named_models import model_choice
+
+        chosen = model_choice(changes["model"], changes.get("backend", base.backend))
+        changes = chosen | {k: v for k, v in changes.items() if k != "model"}  # other options given win
     given = {name: getattr(args, name) for name in SAMPLING_OPTIONS if getattr(args, name, None) is not None}
     try:
         if given:

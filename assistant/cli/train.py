@@ -66,7 +66,7 @@ def register(sub) -> None:
 
     q = ts.add_parser("sft", help="supervised finetuning, full or LoRA")
     q.add_argument("--data", required=True, metavar="FILE", help="JSONL/JSON: {messages}, {instruction, solution} or Alpaca")
-    q.add_argument("--base", metavar="MODEL", help="HF folder or scratch checkpoint (default: the bundled SmolLM2)")
+    q.add_argument("--base", metavar="MODEL", help="HF folder, scratch checkpoint, .gguf file or registered model name (default: the bundled SmolLM2)")
     q.add_argument("--out", metavar="DIR", help="adapter or model folder")
     q.add_argument("--lora", action="store_true", help="train a LoRA adapter (peft) instead of all weights")
     q.add_argument("--r", type=int, default=16, help="LoRA rank (default %(default)s)")

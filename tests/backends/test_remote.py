@@ -149,12 +149,33 @@ def test_ask_through_hearth_serve_answers_grounded_and_cancels(smollm2_dir, mode
     (served_home / "models").symlink_to(models_home / "models")
     with ServerProcess("--backend", "scratch", "--parallel", "2",
                        env=os.environ | {"HEARTH_HOME": str(served_home)}) as server:
-        out = hearth("ask", "--backend", "openai", "--base-url", server.url, "--model", "hearth", "--temperature", "0",
-                     "--json", "What is the capital of France?")
+        connected = []
+        guarded = socket.socket.connect
+
+        def recording(sock, address):
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                connected.append(address[:2])
+            return guarded(sock, address)
+
+        socket.socket.connect = recording
+        try:
+            out = hearth("ask", "--backend", "openai", "--base-url", server.url, "--model", "hearth",
+                         "--temperature", "0", "--json", "What is the capital of France?")
+        finally:
+            socket.socket.connect = guarded
         answer = json.loads(out.stdout)
         assert "Paris" in answer["answer"] and (answer["backend"], answer["model"]) == ("openai", "hearth")
         [stored] = Store().messages(answer["conversation_id"])[1:]
         assert stored.settings["base_url"] == server.url
+        port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+        assert connected and set(connected) == {("127.0.0.1", port)}  # the URL it was given, and nothing else
+
+        hearth("models", "add", "served", "--base-url", server.url, "--model", "hearth")
+        [row] = [r for r in json.loads(hearth("models", "list", "--json").stdout) if r["name"] == "served"]
+        assert "hearth" in row["served"]
+        named = json.loads(hearth("ask", "--model", "served", "--temperature", "0", "--max-tokens", "8", "--json",
+                                  "What is the capital of France?").stdout)
+        assert (named["backend"], named["model"]) == ("openai", "hearth")
 
         notes = tmp_path / "notes"
         notes.mkdir()
