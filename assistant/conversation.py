@@ -413,14 +413,9 @@ class ChatSession:
         if self.collection is None:
             return self.plan([ChatMessage("user", text)], history), None
         from assistant import rag
-        from retrieval.search import dense_scores, search
 
-        query_vec = self.collection.embedder.encode([text])[0]
-        with self.collection.reading():
-            hits = search(self.collection, text, k=self.settings.k, mode="hybrid", query_vec=query_vec)
-            best = dense_scores(self.collection, query_vec, 1)
-        sources = rag.sources_from_hits(hits)
-        if not best or best[0][1] < rag.MIN_RELEVANCE:
+        sources, relevant = rag.retrieve(self.collection, text, self.settings.k)
+        if not relevant:
             return None, sources
         while sources:  # drop the lowest-ranked sources until prompt + reply fit
             plan = self._grounded_plan(text, history, sources)
@@ -448,6 +443,9 @@ class ChatSession:
                        model=self.backend.model_id, sources=[src.to_dict() for src in sources or []],
                        settings={"sampling": s.sampling.to_dict(), "max_new_tokens": s.max_new_tokens,
                                  "precision": self.backend.precision, "adapter": self.backend.adapter}
+                       | ({"grounded_adapter": self.backend.grounded_adapter}
+                          if getattr(self.backend, "grounded_adapter", None) and sources is not None
+                          and s.grounded_adapter else {})
                        | ({"base_url": self.backend.base_url} if hasattr(self.backend, "base_url") else {}))
 
     def _reply(self, question: str, history: list[ChatMessage], plan: PromptPlan | None,
@@ -496,8 +494,7 @@ class ChatSession:
                 completion_tokens=out.completion_tokens or steps,
             )
 
-        events = _generate(self.backend, plan, GenerationParams(self.settings.sampling, plan.max_new_tokens),
-                           cancel, out)
+        events = _generate(self.backend, plan, self._params(self.settings.sampling, plan.max_new_tokens), cancel, out)
         try:
             for event in events:
                 last_at = time.perf_counter()
@@ -542,7 +539,7 @@ class ChatSession:
         plan = self._grounded_plan(question, history, sources, strict=True)  # regenerate
         if plan is None or (cancel is not None and cancel.is_set()):
             return content, checks.to_dict()
-        retry = self._complete(plan, GenerationParams(self.settings.sampling, plan.max_new_tokens), cancel)
+        retry = self._complete(plan, self._params(self.settings.sampling, plan.max_new_tokens), cancel)
         if not retry.strip():
             return content, checks.to_dict()
         retry, retry_checks = self._check(question, retry, sources, samples)
@@ -571,11 +568,17 @@ class ChatSession:
             pass
         return out.text(self.backend.tokenizer)
 
+    def _params(self, sampling, max_new_tokens: int) -> GenerationParams:
+        """Generation parameters for this session's replies: grounded ones may use the backend's
+        grounded-answer adapter (ChatSettings.grounded_adapter)."""
+        grounded = self.settings.grounded and self.settings.grounded_adapter
+        return GenerationParams(sampling, max_new_tokens, grounded=grounded)
+
     def _samples(self, cancel: threading.Event | None) -> list[str]:
         """self_check re-sampled answers to the last prompt (balanced preset), for self-consistency."""
         from backends.params import PRESETS
 
         if not self.settings.self_check or self.last_plan is None:
             return []
-        params = GenerationParams(PRESETS["balanced"], self.last_plan.max_new_tokens)
+        params = self._params(PRESETS["balanced"], self.last_plan.max_new_tokens)
         return [self._complete(self.last_plan, params, cancel) for _ in range(self.settings.self_check)]

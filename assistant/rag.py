@@ -44,6 +44,19 @@ class Source:
                 "page": self.page, "heading": self.heading, "text": self.text, "chunk_id": self.chunk_id}
 
 
+def retrieve(collection, question: str, k: int) -> tuple[list[Source], bool]:
+    """The sources a grounded answer gets (hybrid search's top k, read in one snapshot), and whether
+    they are relevant: False when the best dense match is below MIN_RELEVANCE (then Hearth abstains
+    without asking the model)."""
+    from retrieval.search import dense_scores, search
+
+    query_vec = collection.embedder.encode([question])[0]
+    with collection.reading():
+        hits = search(collection, question, k=k, mode="hybrid", query_vec=query_vec)
+        best = dense_scores(collection, query_vec, 1)
+    return sources_from_hits(hits), bool(best) and best[0][1] >= MIN_RELEVANCE
+
+
 def sources_from_hits(hits) -> list[Source]:
     """Number search hits 1..n in rank order."""
     return [Source(n, h.chunk.id, h.chunk.path, h.chunk.line_start, h.chunk.page, h.chunk.heading, h.chunk.text,

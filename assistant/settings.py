@@ -40,6 +40,7 @@ class ChatSettings:
     on_unsupported: str = DEFAULT_POLICY  # config.POLICIES
     check: bool = False  # also check answers given without documents, against the conversation
     self_check: int = 0  # re-sampled answers for self-consistency (0 = off)
+    grounded_adapter: bool = True  # grounded answers of the bundled model use its grounded-answer adapter
 
     def __post_init__(self) -> None:
         check_choice(self.backend, self.adapter, self.precision, self.base_url, self.model,

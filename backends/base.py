@@ -26,6 +26,7 @@ class GenerationParams:
 
     sampling: SamplingParams = field(default_factory=SamplingParams)
     max_new_tokens: int = 512  # a backend's own default; chats pass config.DEFAULT_MAX_NEW_TOKENS
+    grounded: bool = False  # a grounded answer's prompt: a backend with a grounded-answer adapter applies it
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:

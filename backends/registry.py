@@ -94,8 +94,11 @@ def load_backend(
         backend = ScratchBackend(model_dir, precision=precision)
     else:
         from backends.hf.backend import HFBackend
+        from backends.hf.default_model import grounded_adapter_dir
 
-        backend = HFBackend(model_dir, adapter=Path(adapter).expanduser() if adapter else None)
+        grounded = grounded_adapter_dir() if model is None and adapter is None else None
+        backend = HFBackend(model_dir, adapter=Path(adapter).expanduser() if adapter else None,
+                            grounded_adapter=grounded)
     if model is not None:  # as the user named it (a .gguf file, a registered name), not the folder it became
         backend.model_id = str(model)
     return backend

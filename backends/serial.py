@@ -17,6 +17,7 @@ class SerialBackend:
         self.name, self.model_id, self.precision, self.adapter = (backend.name, backend.model_id, backend.precision,
                                                                   backend.adapter)
         self.tokenizer, self.context_length = backend.tokenizer, backend.context_length
+        self.grounded_adapter = getattr(backend, "grounded_adapter", None)
         self.max_queue = max_queue
         self._turn = threading.Lock()
         self._count = threading.Lock()

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from assistant.errors import HearthError, ModelNotFound
 from assistant.files import input_file, read_located_records
+from backends.hf.default_model import DEFAULT_MODEL_NAME
 from backends.hf.peft_quiet import quiet_peft
 from backends.registry import resolve_model
 from backends.scratch.weights import is_native, load_native, save_native
@@ -21,7 +22,8 @@ from finetune.chat_data import IGNORE, collate, load_examples
 from finetune.trainer import STATE_FILE, TrainConfig, Trainer, model_device, to_device
 
 log = logging.getLogger(__name__)
-ADAPTER_INFO = "hearth_adapter.json"
+ADAPTER_INFO = "hearth_adapter.json"  # {"base": the folder trained on, or BUNDLED_BASE; "kind": "hf" | "scratch"}
+BUNDLED_BASE = "bundled"
 HF_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 SCRATCH_LORA_TARGETS = ["W_Q", "W_K", "W_V", "W_O"]
 
@@ -34,6 +36,7 @@ class LoraSettings:
     alpha: int = 32
     dropout: float = 0.05
     targets: tuple[str, ...] | None = None  # default: HF_LORA_TARGETS or SCRATCH_LORA_TARGETS
+    top_layers: int | None = None  # adapt only the top N layers (cheaper steps: no backward pass below them)
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,13 @@ def add_lora(model, kind: str, lora: LoraSettings):
     from peft import LoraConfig, get_peft_model
 
     targets = list(lora.targets) if lora.targets else (HF_LORA_TARGETS if kind == "hf" else SCRATCH_LORA_TARGETS)
+    layers = None
+    if lora.top_layers:  # adapters on the top layers only: the backward pass stops below them
+        total = model.config.num_hidden_layers if kind == "hf" else model.config.num_blocks
+        layers = list(range(max(total - lora.top_layers, 0), total))
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
-                        task_type="CAUSAL_LM" if kind == "hf" else None)
+                        task_type="CAUSAL_LM" if kind == "hf" else None, layers_to_transform=layers,
+                        layers_pattern=None if layers is None else ("layers" if kind == "hf" else "blocks"))
     with quiet_peft():
         return get_peft_model(model, config)
 
@@ -78,8 +86,16 @@ def add_lora(model, kind: str, lora: LoraSettings):
 def sft_loss(model, batch, kind: str) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy over supervised (assistant) tokens."""
     ids, labels, mask = batch
-    out = model(input_ids=ids, attention_mask=mask) if kind == "hf" else model(ids)
-    logits = out.logits if hasattr(out, "logits") else out
+    if kind == "hf":
+        # Logits only where a supervised token is predicted: a grounded example's reply is ~3% of it,
+        # and the vocabulary projection of every other position is most of a step's cost.
+        keep = (labels[:, 1:] != IGNORE).any(dim=0).nonzero()[:, 0]
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+        targets = labels[:, keep + 1]
+        n = int((targets != IGNORE).sum())
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE)
+        return loss, n
+    logits = model(ids)
     shifted, targets = logits[:, :-1], labels[:, 1:]
     n = int((targets != IGNORE).sum())
     loss = F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE)
@@ -146,7 +162,13 @@ def sft(config: SFTConfig, overrides: dict | None = None, quiet: bool = False) -
         folder.mkdir(parents=True, exist_ok=True)
         if lora:
             m.save_pretrained(folder)
-            (folder / ADAPTER_INFO).write_text(json.dumps({"base": str(base.resolve()), "kind": kind}))
+            (folder / "README.md").unlink(missing_ok=True)  # peft's blank model card
+            if config.base is None:  # the bundled model: name it, not where this machine keeps it
+                adapter_config = json.loads((folder / "adapter_config.json").read_text())
+                adapter_config["base_model_name_or_path"] = DEFAULT_MODEL_NAME
+                (folder / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True))
+            info = {"base": BUNDLED_BASE if config.base is None else str(base.resolve()), "kind": kind}
+            (folder / ADAPTER_INFO).write_text(json.dumps(info))
         elif kind == "hf":
             m.save_pretrained(folder)
         else:
@@ -174,7 +196,8 @@ def merge(adapter: Path, out: Path, base: Path | None = None) -> dict:
     if base is None:
         if not info_path.is_file():
             raise HearthError(f"{adapter} does not say which base it was trained on; pass --base")
-        base = Path(json.loads(info_path.read_text())["base"])
+        named = json.loads(info_path.read_text())["base"]
+        base = resolve_model(None if named == BUNDLED_BASE else named)
     model, kind = load_base(Path(base))
     with quiet_peft():
         model = PeftModel.from_pretrained(model, adapter).eval()

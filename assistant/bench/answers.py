@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from assistant.bench.retrieval import load_squad
-from assistant.conversation import DoneEvent, open_session
+from assistant.conversation import DoneEvent, TokenEvent, open_session
 from assistant.settings import ChatSettings
 from backends.base import Backend
 from retrieval.collection import Collection
@@ -53,6 +53,16 @@ def write_articles(paragraphs: list[tuple[str, str]], folder: Path) -> None:
         (folder / f"{n:03d}.md").write_text(f"# {title}\n\n" + "\n\n".join(texts) + "\n", encoding="utf-8")
 
 
+def articles_collection(paragraphs: list[tuple[str, str]], folder: Path):
+    """(Collection, IngestReport): the articles as Markdown files in `folder`, ingested into a
+    collection there (as a user's documents would be)."""
+    docs = folder / "docs"
+    docs.mkdir()
+    write_articles(paragraphs, docs)
+    collection = Collection(COLLECTION, embedder=shared_embedder(), root=folder / "collections")
+    return collection, collection.ingest([docs])
+
+
 def _auroc(positive: list[float], negative: list[float]) -> float | None:
     """AUROC of positives against negatives (None when either is empty)."""
     if not positive or not negative:
@@ -66,56 +76,97 @@ def _rate(flags: list[bool]) -> float | None:
     return round(sum(flags) / len(flags), 4) if flags else None
 
 
+CITATION = re.compile(r"\[\d+\]")
+
+
 def eval_answers(squad: Path, settings: ChatSettings, backend: Backend, limit: int = 100, seed: int = 0,
-                 report: Callable[[str], None] = print) -> dict:
+                 report: Callable[[str], None] = print, compare_adapter: bool = False) -> dict:
     """Answer a seeded sample of the file's questions from its own articles and score the replies
-    (settings: the model's, sampling, sources per answer, max tokens; the collection is built here)."""
+    (settings: the model's, sampling, sources per answer, max tokens; the collection is built here).
+    `compare_adapter`: answer each question twice, without and with the grounded-answer adapter
+    (same retrieval), and report both."""
     settings = settings.replace(collection=COLLECTION)
+    variants = {"base": settings.replace(grounded_adapter=False), "adapter": settings.replace(grounded_adapter=True)} \
+        if compare_adapter else {"run": settings}
     paragraphs, questions = load_squad(squad)
     questions = random.Random(seed).sample(questions, min(limit, len(questions)))
+    rows: dict[str, list[dict]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory(prefix="hearth-answers-") as tmp:
-        docs = Path(tmp) / "docs"
-        docs.mkdir()
-        write_articles(paragraphs, docs)
-        collection = Collection(COLLECTION, embedder=shared_embedder(), root=Path(tmp) / "collections")
-        ingested = collection.ingest([docs])
+        collection, ingested = articles_collection(paragraphs, Path(tmp))
         report(f"{len(paragraphs)} paragraphs as {ingested.added} articles, {ingested.chunks} chunks; "
-               f"{len(questions)} questions")
-        rows = []
+               f"{len(questions)} questions" + (", each answered without and with the adapter" if compare_adapter else ""))
         started = time.perf_counter()
         for n, q in enumerate(questions, 1):
-            session = open_session(settings, backend=backend, collection=collection)
-            done = next(e for e in session.send(q.text) if isinstance(e, DoneEvent))
-            reply = done.message
-            rows.append({
-                "impossible": q.impossible,
-                "correct": (not q.impossible) and contains_answer(reply.content, q.answers),
-                "refused": bool(REFUSAL.search(reply.content)),
-                "cut": done.finish_reason == "length",
-                "tokens": reply.timings.completion_tokens,
-                "support": (reply.checks or {}).get("score"),
-            })
+            for name, variant in variants.items():
+                rows[name].append(_answer(q, variant, backend, collection))
             if n % 10 == 0 or n == len(questions):
                 elapsed = time.perf_counter() - started
                 report(f"{n}/{len(questions)} questions, {elapsed:.0f} s, "
                        f"ETA {elapsed / n * (len(questions) - n):.0f} s")
         collection.close()
+    seconds = round(time.perf_counter() - started, 1)
+    summaries = {name: _summary(r) | {"sampling": settings.sampling.to_dict(), "seconds": seconds}
+                 for name, r in rows.items()}
+    if not compare_adapter:
+        return summaries["run"]
+    return {"n": len(questions), **summaries}
+
+
+def _answer(q, settings: ChatSettings, backend: Backend, collection) -> dict:
+    """One question through a fresh session, scored."""
+    session = open_session(settings, backend=backend, collection=collection)
+    written = []  # what the model wrote (Hearth may add citations to the stored reply)
+    for event in session.send(q.text):
+        if isinstance(event, TokenEvent):
+            written.append(event.text)
+        elif isinstance(event, DoneEvent):
+            done = event
+    reply = done.message
+    refused = bool(REFUSAL.search(reply.content))
+    return {
+        "impossible": q.impossible,
+        "correct": (not q.impossible) and contains_answer(reply.content, q.answers),
+        "refused": refused,
+        "cited": (not refused) and bool(CITATION.search("".join(written))),
+        "cut": done.finish_reason == "length",
+        "tokens": reply.timings.completion_tokens,
+        "support": (reply.checks or {}).get("score"),
+    }
+
+
+def _kind(rows: list[dict]) -> dict:
+    """The figures for answerable or unanswerable questions."""
+    answered = [r for r in rows if not r["refused"]]
+    scored = [r for r in rows if r["support"] is not None and not r["impossible"]]
+    return {
+        "n": len(rows),
+        "contains_gold": _rate([r["correct"] for r in rows]) if rows and not rows[0]["impossible"] else None,
+        "refused": _rate([r["refused"] for r in rows]),
+        "cited_of_answers": _rate([r["cited"] for r in answered]),
+        "cut_at_max_tokens": _rate([r["cut"] for r in rows]),
+        "mean_completion_tokens": round(sum(r["tokens"] for r in rows) / len(rows), 1) if rows else None,
+        # does the check rank answers that contain the gold answer above those that do not?
+        "support_auroc_correct": _auroc([r["support"] for r in scored if r["correct"]],
+                                        [r["support"] for r in scored if not r["correct"]]),
+    }
+
+
+def _summary(rows: list[dict]) -> dict:
     answerable = [r for r in rows if not r["impossible"]]
     unanswerable = [r for r in rows if r["impossible"]]
     scored = [r for r in rows if r["support"] is not None]
+    mine = _kind(answerable)
     return {
         "n": len(rows),
         "n_answerable": len(answerable),
         "n_unanswerable": len(unanswerable),
-        "contains_gold": _rate([r["correct"] for r in answerable]),
-        "answerable_refused": _rate([r["refused"] for r in answerable]),
+        "contains_gold": mine["contains_gold"],
+        "answerable_refused": mine["refused"],
         "unanswerable_refused": _rate([r["refused"] for r in unanswerable]),
         "cut_at_max_tokens": _rate([r["cut"] for r in rows]),
         "mean_completion_tokens": round(sum(r["tokens"] for r in rows) / len(rows), 1),
         "mean_support": round(sum(r["support"] for r in scored) / len(scored), 4) if scored else None,
-        # does the check rank answers that contain the gold answer above those that do not?
-        "support_auroc_correct": _auroc([r["support"] for r in scored if r["correct"]],
-                                        [r["support"] for r in scored if not r["correct"] and not r["impossible"]]),
-        "sampling": settings.sampling.to_dict(),
-        "seconds": round(time.perf_counter() - started, 1),
+        "support_auroc_correct": mine["support_auroc_correct"],
+        "answerable": mine,
+        "unanswerable": _kind(unanswerable),
     }

@@ -29,6 +29,7 @@ class SquadQuestion:
     paragraph: int  # index into the paragraphs
     answers: tuple[str, ...]  # gold answer strings (empty for SQuAD 2.0's unanswerable questions)
     impossible: bool = False
+    answer_starts: tuple[int, ...] = ()  # character offsets of the answers in the paragraph
 
 
 def load_squad(path: Path) -> tuple[list[tuple[str, str]], list[SquadQuestion]]:
@@ -47,7 +48,9 @@ def load_squad(path: Path) -> tuple[list[tuple[str, str]], list[SquadQuestion]]:
                 idx = len(paragraphs)
                 paragraphs.append((article["title"].replace("_", " "), para["context"]))
                 questions += [SquadQuestion(qa["question"], idx, tuple(a["text"] for a in qa["answers"]),
-                                            bool(qa.get("is_impossible"))) for qa in para["qas"]]
+                                            bool(qa.get("is_impossible")),
+                                            tuple(int(a.get("answer_start", -1)) for a in qa["answers"]))
+                              for qa in para["qas"]]
     except (KeyError, TypeError, AttributeError) as exc:
         raise HearthError(f"{path} is not a SQuAD file (expected {{\"data\": [{{\"title\", \"paragraphs\": "
                           f"[{{\"context\", \"qas\"}}]}}]}}; missing or wrong {exc})") from None

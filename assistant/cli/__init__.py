@@ -10,12 +10,12 @@ import sqlite3
 import sys
 
 from assistant import offline as _offline  # noqa: F401
-from assistant.cli import bench, chat, collections, docs, doctor, evaluate, history, models, serve, train
+from assistant.cli import bench, chat, collections, data, docs, doctor, evaluate, history, models, serve, train
 from assistant.cli.options import chat_settings  # noqa: F401  (the one place options become ChatSettings)
 from assistant.cli.output import say
 from assistant.errors import HearthError
 
-COMMAND_MODULES = (chat, history, docs, collections, models, serve, train, evaluate, bench, doctor)
+COMMAND_MODULES = (chat, history, docs, collections, models, serve, data, train, evaluate, bench, doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,6 +42,11 @@ def register(sub) -> None:
     add_sources_option(q)
     add_model_options(q)
     add_sampling_options(q.add_argument_group("generation"))
+    q.add_argument("--compare-adapter", action="store_true",
+                   help="answer each question without and with the default model's grounded-answer adapter "
+                        "(same retrieval) and print both")
+    q.add_argument("--no-grounded-adapter", action="store_false", dest="grounded_adapter", default=None,
+                   help="answer with the bundled model itself, not its grounded-answer adapter")
     q.add_argument("--json", action="store_true", help="print one JSON line")
     q.set_defaults(func=cmd_answers)
 
@@ -88,9 +93,30 @@ def cmd_answers(args: argparse.Namespace) -> int:
         args.seed = 0  # an evaluation is reproducible unless told otherwise
     settings = chat_settings(args)
     backend = load_for(settings, say)
-    emit(eval_answers(squad, settings, backend, limit=args.limit, seed=args.sample_seed,
-                      report=quiet if args.json else say), args.json)
+    if args.compare_adapter and not getattr(backend, "grounded_adapter", None):
+        raise HearthError("--compare-adapter needs the bundled model on the hf backend, which has the adapter")
+    result = eval_answers(squad, settings, backend, limit=args.limit, seed=args.sample_seed,
+                          report=quiet if args.json else say, compare_adapter=args.compare_adapter)
+    if args.compare_adapter and not args.json:
+        print(side_by_side(result))
+    else:
+        emit(result, args.json)
     return 0
+
+
+def side_by_side(result: dict) -> str:
+    """`eval answers --compare-adapter` as a table: each figure for base and adapter."""
+    lines = [f"{'':34} {'base':>8} {'adapter':>8}"]
+    for kind in ("answerable", "unanswerable"):
+        for key, value in result["base"][kind].items():
+            other = result["adapter"][kind][key]
+            if value is not None or other is not None:
+                lines.append(f"{kind + ' ' + key:34} {_cell(value):>8} {_cell(other):>8}")
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value:g}"
 
 
 def cmd_retrieval(args: argparse.Namespace) -> int:

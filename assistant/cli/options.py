@@ -18,7 +18,7 @@ SETTINGS_OPTIONS = {  # argparse dest -> ChatSettings field
     "backend": "backend", "model": "model", "adapter": "adapter", "precision": "precision", "base_url": "base_url",
     "api_key_env": "api_key_env", "context_length": "context_length", "docs": "collection",
     "k": "k", "max_tokens": "max_new_tokens", "system": "system_prompt", "on_unsupported": "on_unsupported",
-    "check": "check", "self_check": "self_check",
+    "check": "check", "self_check": "self_check", "grounded_adapter": "grounded_adapter",
 }
 
 
@@ -79,6 +79,8 @@ def add_docs_options(p: argparse.ArgumentParser) -> None:
                         f"default: {DEFAULT_POLICY}")
     g.add_argument("--check", action="store_true", default=None,
                    help="also check answers given without --docs, against what you said in the conversation")
+    g.add_argument("--no-grounded-adapter", action="store_false", dest="grounded_adapter", default=None,
+                   help="answer from documents with the bundled model itself, not its grounded-answer adapter")
     g.add_argument("--self-check", type=int, metavar="N",
                    help="self-consistency: compare each checked answer with N re-sampled ones (costs N generations)")
 

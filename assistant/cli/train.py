@@ -73,6 +73,8 @@ def register(sub) -> None:
     q.add_argument("--alpha", type=int, default=32, help="LoRA alpha (default %(default)s)")
     q.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout (default %(default)s)")
     q.add_argument("--target-modules", help="comma-separated (default q/k/v/o_proj for HF, W_Q/W_K/W_V/W_O for scratch)")
+    q.add_argument("--lora-layers", type=int, metavar="N",
+                   help="adapt only the top N layers (default: all); a step then skips the backward pass below them")
     q.add_argument("--epochs", type=float, default=3.0, help="passes over the data (default %(default)s)")
     q.add_argument("--patience", type=int, default=2, help="early stop after N evaluations without improvement")
     q.add_argument("--max-len", type=int, default=512, help="tokens per example (default %(default)s)")
@@ -125,7 +127,10 @@ def cmd_sft(args: argparse.Namespace) -> int:
     from finetune.sft import LoraSettings, SFTConfig, sft
 
     lora = LoraSettings(r=args.r, alpha=args.alpha, dropout=args.dropout,
-                        targets=tuple(args.target_modules.split(",")) if args.target_modules else None)
+                        targets=tuple(args.target_modules.split(",")) if args.target_modules else None,
+                        top_layers=args.lora_layers)
+    if args.lora_layers is not None and (args.lora_layers < 1 or not args.lora):
+        raise HearthError("--lora-layers takes N >= 1, with --lora")
     config = SFTConfig(data=Path(args.data), out=_out(args), base=_path(args.base),
                        lora=lora if args.lora else None, epochs=args.epochs, patience=args.patience,
                        max_len=args.max_len, val_data=_path(args.val_data), system=args.system, limit=args.limit,

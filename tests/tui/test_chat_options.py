@@ -37,6 +37,7 @@ CASES = {
     "on-unsupported": (["--on-unsupported", "abstain"], lambda app: app.session.settings.on_unsupported == "abstain"),
     "check": (["--check"], lambda app: app.session.settings.check is True),
     "self-check": (["--self-check", "2"], lambda app: app.session.settings.self_check == 2),
+    "no-grounded-adapter": (["--no-grounded-adapter"], lambda app: app.session.settings.grounded_adapter is False),
     "openai endpoint": (["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "served-model",
                          "--api-key-env", "HEARTH_TEST_KEY", "--context-length", "1000"],
                         lambda app: (app.backend.name, app.backend.model_id, app.backend.base_url,

@@ -1,0 +1,166 @@
+"""Supervised conversations that teach a model Hearth's grounded-answer task, built from a SQuAD file.
+
+Each question is put to a collection of the file's own articles exactly as `hearth ask --docs` puts
+it (the same retrieval, numbered sources and system prompt: assistant/rag.py), and the reply is
+what a good answer to that prompt is:
+- answerable (the gold paragraph's answer sentence is among the sources): that sentence, cited
+  with the number of the source that holds it ("... 24-10 [2].");
+- unanswerable: the gold paragraph left out of the sources (the next best chunks take its place,
+  and none of them may contain a gold answer), or one of SQuAD 2.0's own unanswerable questions:
+  the exact refusal, rag.ABSTAIN.
+Questions whose best source is below rag.MIN_RELEVANCE are skipped: Hearth abstains on those
+without asking the model, so they teach it nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from assistant import rag
+from assistant.bench.answers import articles_collection, normalise
+from assistant.bench.retrieval import SquadQuestion, load_squad
+from assistant.config import DEFAULT_K
+from assistant.errors import HearthError
+from assistant.grounding.split import split_sentences
+
+MAX_SENTENCE_WORDS = 40  # a longer answer sentence is replaced by the answer span itself
+
+
+@dataclass
+class GroundedCounts:
+    """How many examples of each kind were written, and why questions were skipped."""
+
+    answerable: int = 0
+    unanswerable_gold_removed: int = 0
+    unanswerable_squad2: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+    def to_dict(self) -> dict:
+        return {"answerable": self.answerable, "unanswerable_gold_removed": self.unanswerable_gold_removed,
+                "unanswerable_squad2": self.unanswerable_squad2, "skipped": dict(sorted(self.skipped.items()))}
+
+
+def excluded_titles(files: list[Path]) -> set[str]:
+    """The article titles of other SQuAD files (their articles must not be trained on)."""
+    titles: set[str] = set()
+    for path in files:
+        paragraphs, _ = load_squad(path)
+        titles |= {title for title, _ in paragraphs}
+    return titles
+
+
+def answer_sentence(paragraph: str, question: SquadQuestion) -> str:
+    """The sentence of the paragraph that holds the first answer, or the answer itself when that
+    sentence is long (or the offset is unknown)."""
+    start = question.answer_starts[0] if question.answer_starts else -1
+    if start >= 0:
+        for a, b in split_sentences(paragraph):
+            if a <= start < b:
+                sentence = " ".join(paragraph[a:b].split())
+                if len(sentence.split()) <= MAX_SENTENCE_WORDS and normalise(question.answers[0]) in normalise(sentence):
+                    return sentence
+                break
+    return question.answers[0].strip()
+
+
+def cited(text: str, number: int) -> str:
+    """The reply text with its citation before the final full stop: "... title [2]."."""
+    text = text.rstrip()
+    body = text[:-1] if text.endswith((".", "!", "?")) else text
+    return f"{body} [{number}]" + (text[-1] if text.endswith(("!", "?")) else ".")
+
+
+def _holds_answer(text: str, answers: tuple[str, ...]) -> bool:
+    flat = normalise(text)
+    return any(normalise(a) and normalise(a) in flat for a in answers)
+
+
+def build(squad: Path, out: Path, exclude: list[Path] = (), limit: int | None = None, seed: int = 0,
+          gold_removed_share: float = 0.3, k: int = DEFAULT_K, report: Callable[[str], None] = print) -> GroundedCounts:
+    """Write `out` (JSONL of {"messages": [system, user, assistant]}) from a SQuAD file."""
+    if not 0 <= gold_removed_share <= 1:
+        raise HearthError("--gold-removed-share must be between 0 and 1")
+    paragraphs, questions = load_squad(squad)
+    skip_titles = excluded_titles(list(exclude))
+    kept_paragraphs = [p for p in paragraphs if p[0] not in skip_titles]
+    if not kept_paragraphs:
+        raise HearthError(f"every article of {squad} is excluded")
+    questions = [q for q in questions if paragraphs[q.paragraph][0] not in skip_titles]
+    rng = random.Random(seed)
+    rng.shuffle(questions)
+    counts = GroundedCounts()
+    report(f"{len(kept_paragraphs)} paragraphs of {len({t for t, _ in kept_paragraphs})} articles "
+           f"({len(skip_titles)} articles excluded); {len(questions)} questions")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with tempfile.TemporaryDirectory(prefix="hearth-grounded-sft-") as tmp, \
+            open(out.with_suffix(out.suffix + ".tmp"), "w", encoding="utf-8") as f:
+        collection, ingested = articles_collection(kept_paragraphs, Path(tmp))
+        report(f"indexed {ingested.chunks} chunks")
+        try:
+            for n, q in enumerate(questions, 1):
+                if limit is not None and written >= limit:
+                    break
+                example = _example(collection, paragraphs[q.paragraph][1], q, rng, gold_removed_share, k, counts)
+                if example is not None:
+                    f.write(json.dumps({"messages": example}, ensure_ascii=False) + "\n")
+                    written += 1
+                if n % 200 == 0:
+                    report(f"{n}/{len(questions)} questions, {written} examples")
+        finally:
+            collection.close()
+    out.with_suffix(out.suffix + ".tmp").replace(out)  # a crash leaves no half file under the name
+    return counts
+
+
+def _example(collection, paragraph: str, q: SquadQuestion, rng: random.Random, gold_removed_share: float, k: int,
+             counts: GroundedCounts) -> list[dict] | None:
+    if q.impossible:
+        sources, relevant = rag.retrieve(collection, q.text, k)
+        if not relevant:
+            counts.skip("not relevant")
+            return None
+        counts.unanswerable_squad2 += 1
+        return _conversation(q.text, sources, rag.ABSTAIN)
+    if not q.answers:
+        counts.skip("no answer text")
+        return None
+    sentence = answer_sentence(paragraph, q)
+    remove_gold = rng.random() < gold_removed_share
+    sources, relevant = rag.retrieve(collection, q.text, 3 * k if remove_gold else k)
+    if not relevant:
+        counts.skip("not relevant")
+        return None
+    if remove_gold:
+        rest = [s for s in sources if not _holds_answer(s.text, q.answers)][:k]
+        if len(rest) < k:
+            counts.skip("too few chunks without the answer")
+            return None
+        counts.unanswerable_gold_removed += 1
+        return _conversation(q.text, [rag.Source(n, *_fields(s)) for n, s in enumerate(rest, 1)], rag.ABSTAIN)
+    flat = normalise(sentence)
+    gold = next((s for s in sources if flat in normalise(s.text)), None)
+    if gold is None:
+        counts.skip("answer sentence not retrieved")
+        return None
+    counts.answerable += 1
+    return _conversation(q.text, sources, cited(sentence, gold.number))
+
+
+def _fields(source: rag.Source) -> tuple:
+    """A Source's fields after its number (to renumber it)."""
+    return (source.chunk_id, source.path, source.line, source.page, source.heading, source.text, source.score)
+
+
+def _conversation(question: str, sources: list[rag.Source], reply: str) -> list[dict]:
+    system, current = rag.grounded_messages(question, sources)
+    return [{"role": m.role, "content": m.content} for m in (system, *current)] + [
+        {"role": "assistant", "content": reply}]

@@ -1,0 +1,52 @@
+"""`hearth data grounded-sft`: SQuAD questions as the grounded prompts `ask --docs` sends, with cited
+answer sentences and refusals."""
+
+import json
+
+from assistant import rag
+from tests.assistant.test_eval_squad import SQUAD
+from tests.helpers import hearth
+
+
+def examples(path):
+    return [json.loads(line)["messages"] for line in path.read_text().splitlines()]
+
+
+def test_grounded_sft_cites_the_source_holding_the_answer_and_refuses_without_it(tmp_path, embedder):
+    squad = tmp_path / "squad.json"
+    squad.write_text(json.dumps(SQUAD))
+    out = tmp_path / "grounded.jsonl"
+    counts = json.loads(hearth("data", "grounded-sft", "--squad", squad, "--out", out, "--gold-removed-share", "0",
+                               "-k", "2", "--json").stdout)
+    assert (counts["answerable"], counts["unanswerable_squad2"], counts["unanswerable_gold_removed"]) == (3, 2, 0)
+    by_question = {m[1]["content"]: m for m in examples(out)}
+    system, user, reply = by_question["When did the Berlin Wall fall?"]
+    assert system["content"].startswith("You are a helpful assistant. Use the following documents to answer.")
+    number = int(reply["content"].rsplit("[", 1)[1].split("]")[0])
+    assert reply["content"] == f"The Berlin Wall fell on 9 November 1989 [{number}]."
+    source = system["content"].split(f"Document [{number}]")[1].split("Document [")[0]
+    assert "The Berlin Wall fell on 9 November 1989." in source
+    assert by_question["When was the Berlin Wall rebuilt?"][2]["content"] == rag.ABSTAIN
+
+    # every answerable question asked without its gold paragraph: a refusal, with no source holding the answer
+    refusals = tmp_path / "refusals.jsonl"
+    counts = json.loads(hearth("data", "grounded-sft", "--squad", squad, "--out", refusals, "--gold-removed-share",
+                               "1", "-k", "1", "--json").stdout)
+    assert counts["answerable"] == 0 and counts["unanswerable_gold_removed"] >= 1
+    for system, user, reply in examples(refusals):
+        assert reply["content"] == rag.ABSTAIN
+        if user["content"] == "When did the Berlin Wall fall?":
+            assert "9 November 1989" not in system["content"]
+
+
+def test_exclude_leaves_out_every_article_of_another_file(tmp_path, embedder):
+    squad = tmp_path / "squad.json"
+    squad.write_text(json.dumps(SQUAD))
+    berlin = tmp_path / "berlin.json"
+    berlin.write_text(json.dumps({"version": "v2.0", "data": [SQUAD["data"][1]]}))
+    out = tmp_path / "grounded.jsonl"
+    hearth("data", "grounded-sft", "--squad", squad, "--out", out, "--exclude", berlin, "--gold-removed-share", "0")
+    text = out.read_text()
+    assert "Berlin" not in text and "Paris" in text
+    bad = hearth("data", "grounded-sft", "--squad", squad, "--out", out, "--exclude", squad, check=False)
+    assert bad.returncode == 1 and "every article" in bad.stderr
