@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Callable
 
 from assistant.config import ensure_dir, models_dir
 from assistant.errors import ModelNotFound
+from assistant.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,7 @@ def content_hash(path: Path, report: Callable[[str], None]) -> str:
             digest.update(block)
     index[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
     ensure_dir(index_path.parent)
-    tmp = index_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, index_path)
+    write_atomic(index_path, json.dumps(index, indent=1))
     return digest.hexdigest()
 
 

@@ -6,13 +6,13 @@ everywhere; the names live in HEARTH_HOME/models.json. Loads no model code.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from assistant.config import ensure_dir, hearth_home
 from assistant.errors import HearthError
+from assistant.files import write_atomic
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 RESERVED = ("default",)  # `/model default` means the bundled model
@@ -63,9 +63,7 @@ def get(name: str) -> NamedModel | None:
 def _save(models: dict[str, NamedModel]) -> None:
     path = registry_path()
     ensure_dir(path.parent)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({n: m.to_dict() for n, m in sorted(models.items())}, indent=2) + "\n")
-    os.replace(tmp, path)  # a crash keeps the old file whole
+    write_atomic(path, json.dumps({n: m.to_dict() for n, m in sorted(models.items())}, indent=2) + "\n")
 
 
 def add(entry: NamedModel, replace: bool = False) -> NamedModel:
@@ -74,10 +72,9 @@ def add(entry: NamedModel, replace: bool = False) -> NamedModel:
         raise HearthError(f"{entry.name!r} cannot be a model name: use letters, digits, '.', '_', '-' or ':' "
                           f"(up to 64), and not {', '.join(RESERVED)}")
     if entry.base_url:
-        if not entry.model:
-            raise HearthError("an endpoint needs --model, the model's name on the server")
-        if not entry.base_url.startswith(("http://", "https://")):
-            raise HearthError(f"--base-url must start with http:// or https://, got {entry.base_url!r}")
+        from backends.registry import check_choice
+
+        check_choice("openai", None, "fp32", entry.base_url, entry.model)  # the same checks as --backend openai
     else:
         from backends.gguf import is_gguf
 
