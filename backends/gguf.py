@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 ARCHITECTURES = ("llama", "mistral", "qwen2")  # what both backends run (backends/scratch/weights.LLAMA_TYPES)
 REQUIRED = ("config.json", "model.safetensors", "tokenizer.json")
+SOURCE_RECORD = "hearth_source.json"  # in a converted folder: which GGUF file it came from
 _INDEX = "index.json"  # file path, size and mtime -> content hash, so a known file is not read again
 
 
@@ -83,6 +84,21 @@ def content_hash(path: Path, report: Callable[[str], None]) -> str:
     return digest.hexdigest()
 
 
+def source_of(folder: Path) -> Path | None:
+    """The GGUF file a converted model folder came from, if that file is still there (the bundled
+    default model's is the package's file, wherever the package is installed now)."""
+    from backends.hf.default_model import bundled_gguf, default_model_dir
+
+    folder = Path(folder)
+    if folder.resolve() == default_model_dir().resolve():
+        return bundled_gguf()
+    try:
+        path = Path(json.loads((folder / SOURCE_RECORD).read_text())["gguf"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return path if path.is_file() else None
+
+
 def converted_folder(path: Path, report: Callable[[str], None] | None = None) -> Path:
     """The model folder of a GGUF file, converting it on first use."""
     report = report or log.info
@@ -121,7 +137,7 @@ def convert(gguf: Path, target: Path, report: Callable[[str], None]) -> Path:
         report("  writing safetensors")
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "hearth_source.json").write_text(json.dumps({"gguf": str(gguf.resolve())}))
+        (tmp / SOURCE_RECORD).write_text(json.dumps({"gguf": str(gguf.resolve())}))
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)

@@ -16,9 +16,9 @@ if TYPE_CHECKING:
 
 BACKENDS = ("hf", "scratch", "openai")  # openai: a model behind an OpenAI-compatible endpoint (remote.py)
 DEFAULT_BACKEND = "hf"
-PRECISIONS = ("fp32", "bf16", "int8")  # bf16 and int8 are the scratch engine's
+PRECISIONS = ("fp32", "bf16", "int8", "q8", "q4")  # all but fp32 are the scratch engine's
 DEFAULT_PRECISION = "fp32"
-CPU_ONLY_PRECISIONS = ("int8",)  # PyTorch's int8 weight kernel is a CPU kernel
+CPU_ONLY_PRECISIONS = ("int8", "q8", "q4")  # CPU kernels: PyTorch's int8 one, Hearth's own q8/q4
 
 
 def check_choice(backend: str, adapter: str | None, precision: str, base_url: str | None = None,

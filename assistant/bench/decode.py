@@ -1,7 +1,10 @@
 """`hearth bench decode`: our engine vs transformers `generate` on the default SmolLM2 weights.
 
-Both run on the same device: the CPU, or a GPU when there is one (int8 is CPU-only; on a GPU our
-decode steps are CUDA graph replays, and the best precision is also timed with eager steps).
+Both run on the same device: the CPU, or a GPU when there is one (int8, q8 and q4 are CPU-only; on
+a GPU our decode steps are CUDA graph replays, and the best precision is also timed with eager
+steps). With `--squad FILE`, grounded prompts (the file's paragraphs as numbered sources) are
+decoded with and without prompt-lookup speculation; when llama-cpp-python is installed, llama.cpp
+decodes the same prompt from the same GGUF file in the same run.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -49,20 +53,84 @@ def _hf_decode_tok_s(model, prompt_ids: list[int], new_tokens: int) -> tuple[flo
     return (new_tokens - 1) / (last - first), out[0, len(prompt_ids):].tolist()
 
 
-def _engine_decode_tok_s(engine, prompt_ids: list[int], new_tokens: int) -> tuple[float, list[int]]:
+def _engine_decode_tok_s(engine, prompt_ids: list[int], new_tokens: int, speculate: bool = False,
+                         stats=None) -> tuple[float, list[int]]:
     """Our engine, greedy, fixed length (no stop token); tokens/s from the first token to the last."""
     engine.reset()
     times, ids = [], []
-    for step in engine.generate(prompt_ids, GenerationParams(GREEDY, new_tokens), frozenset()):
+    for step in engine.generate(prompt_ids, GenerationParams(GREEDY, new_tokens), frozenset(),
+                                speculate=speculate, stats=stats):
         times.append(time.perf_counter())
         ids.append(step.token_id)
     return (len(times) - 1) / (times[-1] - times[0]), ids
 
 
-def _top1_agreement(model, reference_logits: torch.Tensor, ids: list[int]) -> float:
-    """Share of positions of `ids` where `model` predicts the same next token as the fp32 reference."""
+def grounded_prompts(squad: Path, tokenizer, count: int = 4, sources: int = 3) -> list[list[int]]:
+    """`count` grounded prompts as `ask --docs` renders them: a SQuAD question with its own paragraph
+    and the article's next ones as numbered sources."""
+    from assistant.bench.retrieval import load_squad
+    from assistant.rag import Source, grounded_messages
+
+    paragraphs, questions = load_squad(squad)
+    prompts, seen = [], set()
+    for q in questions:
+        if q.impossible or q.paragraph in seen:
+            continue
+        seen.add(q.paragraph)
+        chosen = [i for i in range(q.paragraph, min(len(paragraphs), q.paragraph + sources))]
+        cited = [Source(n + 1, i, f"{paragraphs[i][0]}.txt", 1, None, "", paragraphs[i][1], 1.0)
+                 for n, i in enumerate(chosen)]
+        system, turn = grounded_messages(q.text, cited)
+        messages = [{"role": m.role, "content": m.content} for m in (system, *turn)]
+        prompts.append(chatml.encode(messages, tokenizer, add_generation_prompt=True).ids)
+        if len(prompts) == count:
+            break
+    return prompts
+
+
+def _grounded_tok_s(engine, prompts: list[list[int]], new_tokens: int, speculate: bool):
+    """Tokens/s over all grounded prompts (first to last token of each), the replies, the stats."""
+    from backends.speculation import SpeculationStats
+
+    stats = SpeculationStats()
+    tokens, seconds, replies = 0, 0.0, []
+    for prompt in prompts:
+        tok_s, ids = _engine_decode_tok_s(engine, prompt, new_tokens, speculate, stats)
+        tokens += len(ids) - 1
+        seconds += (len(ids) - 1) / tok_s
+        replies.append(ids)
+    return tokens / seconds, replies, stats
+
+
+def _llamacpp_tok_s(gguf: Path, prompt_ids: list[int], new_tokens: int) -> float | None:
+    """llama.cpp (llama-cpp-python) on the same file and prompt ids, greedy; None when not installed."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    llm = Llama(model_path=str(gguf), n_ctx=4096, n_threads=torch.get_num_threads(), verbose=False)
+    best = 0.0
+    for _ in range(2):  # the first run warms up
+        times = []
+        for token in llm.generate(prompt_ids, top_k=1, temp=0.0, reset=True):
+            times.append(time.perf_counter())
+            if len(times) == new_tokens:
+                break
+        best = max(best, (len(times) - 1) / (times[-1] - times[0]))
+    return best
+
+
+def _top1_agreement(engine, reference_logits: torch.Tensor, ids: list[int]) -> float:
+    """Share of positions of `ids` where the engine's model predicts the same next token as the fp32
+    reference. A q8/q4 engine is fed 8 tokens at a time through its decode-step kernels (its
+    prefill path multiplies dequantized weights instead, which is not what decoding runs)."""
     with torch.inference_mode():
-        logits = model(torch.tensor([ids], device=reference_logits.device))[0]
+        if engine.native is not None:
+            engine.reset()
+            logits = torch.cat([engine.native.forward(ids[i : i + 8], i) for i in range(0, len(ids), 8)])
+            engine.reset()
+        else:
+            logits = engine.model(torch.tensor([ids], device=reference_logits.device))[0]
     return float((logits.argmax(-1) == reference_logits.argmax(-1)).float().mean())
 
 
@@ -95,11 +163,13 @@ def _long_conversation(tokenizer, target_tokens: int = 1000) -> tuple[list[int],
     return history, followup
 
 
-def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: str | None = None) -> dict:
+def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: str | None = None,
+        squad: Path | None = None, grounded_tokens: int = 128) -> dict:
     """Measure everything the issue asks for; return the JSON-ready result."""
     from transformers import AutoModelForCausalLM
 
-    from backends.hf.default_model import ensure_default_model
+    from backends.hf.default_model import bundled_gguf, ensure_default_model
+    from backends.scratch import kernels
     from backends.registry import CPU_ONLY_PRECISIONS, PRECISIONS
     from backends.scratch.backend import apply_precision
     from backends.scratch.engine import Engine
@@ -112,6 +182,8 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: st
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
     report(f"device: {where}, prompt: {len(prompt_ids)} tokens, new tokens: {new_tokens}")
+    if device.type == "cpu":
+        report(f"q8/q4 kernels: {kernels.describe()}")
 
     hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device).eval()
     base = load_model(folder).to(device)  # loaded once; each precision below works on its own copy
@@ -134,7 +206,7 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: st
     reference_logits = None
     precisions = [p for p in PRECISIONS if device.type == "cpu" or p not in CPU_ONLY_PRECISIONS]
     for precision in precisions:
-        model = apply_precision(copy.deepcopy(base).fuse_for_inference(), precision)
+        model = apply_precision(copy.deepcopy(base).fuse_for_inference(), precision, bundled_gguf())
         engine = Engine(model, max_len=4096)
         _engine_decode_tok_s(engine, prompt_ids, 8)  # warm-up
         tok_s, ids = _engine_decode_tok_s(engine, prompt_ids, new_tokens)
@@ -145,7 +217,7 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: st
             with torch.inference_mode():
                 reference_logits = model(torch.tensor([prompt_ids + fp32_ids], device=device))[0]
         # a fast precision only counts if it still predicts what fp32 predicts (teacher-forced on fp32's text)
-        agreement[precision] = _top1_agreement(model, reference_logits, prompt_ids + fp32_ids)
+        agreement[precision] = _top1_agreement(engine, reference_logits, prompt_ids + fp32_ids)
         report(f"scratch engine {precision}: {tok_s:.1f} tok/s ({tok_s / hf_tok_s:.2f}x transformers), "
                f"next-token agreement with fp32 {agreement[precision]:.3f}")
     best = max(results, key=results.get)
@@ -157,6 +229,27 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: st
         report(f"scratch engine {best} with eager steps: {eager_tok_s:.1f} tok/s "
                f"(CUDA graphs {results[best] / eager_tok_s:.2f}x)")
         del eager
+
+    grounded: dict = {}
+    if squad is not None:
+        prompts = grounded_prompts(squad, tokenizer)
+        engine = engines[best]
+        _grounded_tok_s(engine, prompts[:1], 8, False)  # warm-up
+        plain, plain_ids, _ = _grounded_tok_s(engine, prompts, grounded_tokens, False)
+        spec, spec_ids, stats = _grounded_tok_s(engine, prompts, grounded_tokens, True)
+        grounded = {"grounded_prompts": len(prompts),
+                    "grounded_prompt_tokens_mean": round(sum(map(len, prompts)) / len(prompts), 1),
+                    "grounded_tok_s": round(plain, 2), "grounded_spec_tok_s": round(spec, 2),
+                    "speculation_speedup_grounded": round(spec / plain, 3), "accept_rate": round(stats.accept_rate, 3),
+                    "speculation_same_tokens": plain_ids == spec_ids}
+        report(f"grounded prompts ({best}, {len(prompts)} SQuAD questions with 3 sources, {grounded_tokens} tokens): "
+               f"{plain:.1f} tok/s, with prompt-lookup speculation {spec:.1f} tok/s ({spec / plain:.2f}x), "
+               f"{stats.accepted}/{stats.proposed} proposals accepted, same tokens: {plain_ids == spec_ids}")
+
+    llamacpp = _llamacpp_tok_s(bundled_gguf(), prompt_ids, new_tokens) if device.type == "cpu" else None
+    if llamacpp is not None:
+        report(f"llama.cpp (llama-cpp-python) on {bundled_gguf().name}: {llamacpp:.1f} tok/s; "
+               f"scratch engine {best} / llama.cpp = {results[best] / llamacpp:.2f}")
 
     n_match = 0
     for a, b in zip(fp32_ids[:64], hf_ids[:64]):
@@ -186,4 +279,9 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: st
         "max_abs_logit_diff": max_diff,
         "greedy_match_tokens": n_match,
         "best_eager_steps_tok_s": None if eager_tok_s is None else round(eager_tok_s, 2),
+        "kernels": kernels.describe() if device.type == "cpu" else None,
+        "precisions": {p: {"tok_s": round(results[p], 2), "top1_agreement": round(agreement[p], 4)} for p in results},
+        "llamacpp_tok_s": None if llamacpp is None else round(llamacpp, 2),
+        "ratio_to_llamacpp": None if llamacpp is None else round(results[best] / llamacpp, 3),
+        **grounded,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from assistant.cli.output import emit, quiet, say
 from assistant.errors import HearthError
@@ -15,6 +16,9 @@ def register(sub) -> None:
     q = bs.add_parser("decode", help="scratch engine vs transformers generate on the default model")
     q.add_argument("--tokens", type=int, default=256, help="new tokens per measurement (default %(default)s)")
     q.add_argument("--device", choices=("cpu", "cuda"), help="where both engines run (default: cuda if there is one)")
+    q.add_argument("--squad", type=Path, metavar="FILE",
+                   help="SQuAD JSON whose paragraphs make grounded prompts, decoded with and without "
+                        "prompt-lookup speculation (skipped without it)")
     q.add_argument("--json", action="store_true", help="print one JSON line")
     q.set_defaults(func=cmd_decode)
 
@@ -57,7 +61,7 @@ def _report(args: argparse.Namespace):
 def cmd_decode(args: argparse.Namespace) -> int:
     from assistant.bench import decode
 
-    emit(decode.run(new_tokens=args.tokens, report=_report(args), device=args.device), args.json)
+    emit(decode.run(new_tokens=args.tokens, report=_report(args), device=args.device, squad=args.squad), args.json)
     return 0
 
 

@@ -10,10 +10,12 @@ from typing import Iterator
 import torch
 
 from backends.base import GenerationParams, TokenStep
+from backends.gguf import source_of
 from backends.registry import CPU_ONLY_PRECISIONS, PRECISIONS
 from backends.scratch.engine import Engine
 from backends.scratch.model import DecoderLanguageModel
-from backends.scratch.quantize import quantize_int8
+from backends.scratch import kernels
+from backends.scratch.quantize import quantize_blocks, quantize_int8
 from backends.scratch.weights import load_model
 from backends.tokenizer import ChatTokenizer
 
@@ -22,8 +24,15 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE_TOKENS = 8192
 
 
-def apply_precision(model: DecoderLanguageModel, precision: str) -> DecoderLanguageModel:
-    """fp32 (reference), bf16 (weights and activations), or int8 (int8 weights, bf16 activations)."""
+def apply_precision(model: DecoderLanguageModel, precision: str, gguf: Path | None = None) -> DecoderLanguageModel:
+    """fp32 (reference), bf16 (weights and activations), int8 (int8 weights, bf16 activations), or
+    q8 / q4 (32-value weight blocks through Hearth's kernels; `gguf`: the file whose blocks to load
+    as they are, when the model folder was converted from one)."""
+    if precision in ("q8", "q4"):
+        model, from_file = quantize_blocks(model, precision, gguf)
+        log.info("%s: %d layers loaded as the GGUF file's own blocks; kernels: %s", precision, from_file,
+                 kernels.describe())
+        return model
     if precision == "fp32":
         return model
     if precision == "bf16":
@@ -45,7 +54,7 @@ class ScratchBackend:
         self.tokenizer = ChatTokenizer.from_file(model_dir)
         model = load_model(model_dir).fuse_for_inference()
         device = device or ("cuda" if torch.cuda.is_available() and precision not in CPU_ONLY_PRECISIONS else "cpu")
-        model = apply_precision(model.to(device), precision)
+        model = apply_precision(model.to(device), precision, source_of(model_dir))
         self.precision = precision
         self.model_id = str(model_dir)
         self.context_length = min(model.config.context_length, max_cache_tokens)

@@ -21,6 +21,8 @@ import torch
 
 from backends.base import GenerationParams, TokenStep
 from backends.sampling import decode_loop
+from backends.speculation import SpeculationStats, speculative_loop
+from backends.scratch import native_step
 from backends.scratch.model import DecoderLanguageModel
 
 MIN_WINDOW = 256  # the smallest cache window a fixed-shape decode step attends over
@@ -97,6 +99,8 @@ class Engine:
         if fixed_shape_steps is None:
             fixed_shape_steps = self.device.type == "cuda"
         self.fixed_shape_steps = fixed_shape_steps
+        # q8/q4 weights: decode steps and verifies in one native call (native_step.py)
+        self.native = native_step.NativeDecoder(model, self.caches) if native_step.supported(model) else None
         if fixed_shape_steps:
             model.rope_tables(self.max_len)  # allocated once: a captured graph keeps their address
             self._token = torch.zeros(1, 1, dtype=torch.long, device=self.device)
@@ -169,22 +173,52 @@ class Engine:
         """Feed one sampled token (a 1-element tensor left on the device); return next logits."""
         if len(self.cached_ids) >= self.max_len:
             raise RuntimeError("KV cache full")
-        logits = self._step_fixed(token) if self.fixed_shape_steps else self._forward(token)
+        if self.native is not None:
+            logits = self.native.forward([token_id], len(self.cached_ids))[-1]
+        else:
+            logits = self._step_fixed(token) if self.fixed_shape_steps else self._forward(token)
         self.cached_ids.append(token_id)
         return logits
+
+    @torch.inference_mode()
+    def verify(self, ids: list[int]) -> torch.Tensor:
+        """Feed several ids at once (a sampled token and proposals after it); next-token logits at
+        each, (len(ids), vocab). Attention runs row by row, as single steps do; with q8/q4 weights,
+        whose kernels compute each row on its own, the logits equal single steps' bit for bit."""
+        if len(self.cached_ids) + len(ids) > self.max_len:
+            raise RuntimeError("KV cache full")
+        if self.native is not None:
+            logits = self.native.forward(ids, len(self.cached_ids))
+        else:
+            x = torch.tensor([ids], device=self.device)
+            logits = self.model(x, start=len(self.cached_ids), caches=self.caches, row_by_row=True)[0]
+        self.cached_ids.extend(ids)
+        return logits
+
+    def drop(self, count: int) -> None:
+        """Forget the last `count` cached ids (proposals that turned out wrong)."""
+        if count:
+            self._rollback(len(self.cached_ids) - count)
 
     def reset(self) -> None:
         """Forget everything cached."""
         self._rollback(0)
 
-    def generate(self, prompt_ids: list[int], params: GenerationParams,
-                 stop_ids: frozenset[int], cancel: threading.Event | None = None) -> Iterator[TokenStep]:
-        """Stream tokens for a prompt with the shared sampler and decode loop."""
+    def generate(self, prompt_ids: list[int], params: GenerationParams, stop_ids: frozenset[int],
+                 cancel: threading.Event | None = None, speculate: bool = False,
+                 stats: SpeculationStats | None = None) -> Iterator[TokenStep]:
+        """Stream tokens for a prompt with the shared sampler; `speculate`: prompt-lookup
+        speculative decoding (speculation.py: the same tokens in fewer forward passes)."""
         room = self.max_len - len(prompt_ids)
         if room < 1:
             raise ValueError(f"prompt of {len(prompt_ids)} tokens leaves no room in the cache ({self.max_len})")
-        params = GenerationParams(params.sampling, min(params.max_new_tokens, room))
+        params = GenerationParams(params.sampling, min(params.max_new_tokens, room), params.grounded)
         first = self.prefill(prompt_ids)
+        if speculate:
+            yield from speculative_loop(prompt_ids, first, self.verify, self.drop,
+                                        lambda: self.max_len - len(self.cached_ids), params,
+                                        self.model.config.vocab_size, stop_ids, cancel, stats)
+            return
         sampled: list[int] = []  # the id decode_loop just yielded, fed back by the next step
 
         def next_logits(token: torch.Tensor) -> torch.Tensor:

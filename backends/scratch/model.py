@@ -130,7 +130,10 @@ class MultiHeadAttention(nn.Module):
         del self.W_Q, self.W_K, self.W_V
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None, cache: "KVCache | None" = None) -> torch.Tensor:
+                mask: torch.Tensor | None, cache: "KVCache | None" = None, row_by_row: bool = False) -> torch.Tensor:
+        """row_by_row: attend each of the T new positions as a one-token decode step would (no mask,
+        the cache up to that position), so that speculative verification reproduces single steps
+        exactly; `mask` is then unused."""
         b, t, _ = x.shape
         h, kv = self.num_heads, self.num_kv_heads
         if self.W_QKV is not None:
@@ -146,7 +149,12 @@ class MultiHeadAttention(nn.Module):
         v = qkv[:, :, h + kv :].transpose(1, 2)
         if cache is not None:
             k, v = cache.append(k, v)  # new keys stored rotated; cached keys are not touched
-        out = attention(q, k, v, mask)
+        if row_by_row:
+            past = k.shape[2] - t
+            out = torch.cat([attention(q[:, :, i : i + 1], k[:, :, : past + i + 1], v[:, :, : past + i + 1], None)
+                             for i in range(t)], dim=2)
+        else:
+            out = attention(q, k, v, mask)
         return self.W_O(out.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -187,8 +195,8 @@ class DecoderBlock(nn.Module):
         self.norm2 = RMSNorm(config.emb_dim, config.norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, mask, cache=None):
-        x = x + self.attention(self.norm1(x), cos, sin, mask, cache)
+    def forward(self, x, cos, sin, mask, cache=None, row_by_row=False):
+        x = x + self.attention(self.norm1(x), cos, sin, mask, cache, row_by_row)
         return x + self.mlp(self.norm2(x))
 
 
@@ -228,23 +236,24 @@ class DecoderLanguageModel(nn.Module):
         return self.rope_cos, self.rope_sin
 
     def forward(self, ids: torch.Tensor, start: int = 0, caches: "list[KVCache] | None" = None,
-                logits_at: torch.Tensor | None = None) -> torch.Tensor:
+                logits_at: torch.Tensor | None = None, row_by_row: bool = False) -> torch.Tensor:
         """Logits (B, T, vocab) for token ids (B, T) at positions start..start+T-1 (see forward_at
-        for `logits_at`)."""
+        for `logits_at`, MultiHeadAttention for `row_by_row`)."""
         t = ids.shape[1]
         cos, sin = self.rope_tables(start + t)
         cos, sin = cos[start : start + t], sin[start : start + t]
         mask = causal_mask(t, start, ids.device, self.embedding.weight.dtype) if t > 1 else None
-        return self.forward_at(ids, cos, sin, mask, caches, logits_at)
+        return self.forward_at(ids, cos, sin, mask, caches, logits_at, row_by_row)
 
     def forward_at(self, ids: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                   caches: "list[KVCache] | None" = None, logits_at: torch.Tensor | None = None) -> torch.Tensor:
+                   caches: "list[KVCache] | None" = None, logits_at: torch.Tensor | None = None,
+                   row_by_row: bool = False) -> torch.Tensor:
         """Logits for token ids whose rotation angles (cos, sin) and attention mask are given.
         `logits_at` (B,): only the logits at that position of each row, (B, vocab) (a prefill needs
         one position, and the output projection over all of them is a fifth of its work)."""
         x = self.embedding(ids)
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, mask, caches[i] if caches is not None else None)
+            x = block(x, cos, sin, mask, caches[i] if caches is not None else None, row_by_row)
         if logits_at is not None:
             x = x[torch.arange(x.shape[0], device=x.device), logits_at]
         if self.final_norm is not None:

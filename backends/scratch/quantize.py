@@ -1,4 +1,6 @@
-"""Weight-only int8 for the scratch engine's CPU fast path.
+"""Quantizing a loaded model for the scratch engine's CPU paths: weight-only int8 (this part) and
+q8/q4 blocks (quantize_blocks at the end: blockquant.py's layers, loaded from a GGUF file's own
+blocks where the file has them).
 
 Each linear layer keeps its weight as int8 with one scale per output row (symmetric, absmax / 127)
 and multiplies bf16 activations by it in one fused kernel that dequantizes on the fly. Only the
@@ -13,6 +15,8 @@ next-token agreement 0.950 -> 0.955 (bf16 everywhere: 0.97), at no measurable de
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -67,3 +71,80 @@ def quantize_int8(model: nn.Module) -> nn.Module:
             if isinstance(child, nn.Linear) and name not in KEEP_BF16:
                 setattr(module, name, Int8Linear(child))
     return model
+
+
+# ---- q8 / q4: block-quantized weights through Hearth's own kernels (blockquant.py) ----
+
+_GGUF_NAMES = {"W_Q": "attn_q", "W_K": "attn_k", "W_V": "attn_v", "W_O": "attn_output",
+               "W_1": "ffn_gate", "W_3": "ffn_up", "W_2": "ffn_down"}
+_FUSED = {"W_QKV": ("W_Q", "W_K", "W_V"), "W_13": ("W_1", "W_3")}
+
+
+def _gguf_row_order(rows: int, heads: int) -> torch.Tensor:
+    """llama.cpp's converter interleaves each Q/K head's two rotary halves; this index undoes it."""
+    return torch.arange(rows).view(heads, -1, 2).transpose(1, 2).reshape(-1)
+
+
+def _gguf_blocks(path: Path, config) -> dict[str, tuple[str, tuple[torch.Tensor, ...]]]:
+    """Block tensors of a GGUF file the kernels take as they are, by our layer name
+    ("blocks.3.W_Q", "output"), with Q/K rows in Hugging Face order."""
+    from gguf import GGUFReader
+
+    from backends.scratch.blockquant import from_gguf_rows
+
+    names = {f"blk.{i}.{g}.weight": f"blocks.{i}.{ours}" for i in range(config.num_blocks)
+             for ours, g in _GGUF_NAMES.items()}
+    names["token_embd.weight"] = "embedding"
+    names["output.weight"] = "output"
+    found = {}
+    for tensor in GGUFReader(str(path)).tensors:
+        ours = names.get(tensor.name)
+        blocks = from_gguf_rows(tensor.tensor_type.name, tensor.data) if ours else None
+        if blocks is None:
+            continue
+        kind, parts = blocks
+        layer = ours.rsplit(".", 1)[-1]
+        if layer in ("W_Q", "W_K"):
+            heads = config.num_heads if layer == "W_Q" else config.num_kv_heads
+            order = _gguf_row_order(parts[0].shape[0], heads)
+            parts = tuple(p[order].contiguous() for p in parts)
+        found[ours] = kind, parts
+    if "output" not in found and config.tie_embeddings and "embedding" in found:
+        found["output"] = found["embedding"]
+    return found
+
+
+def quantize_blocks(model: nn.Module, kind: str, gguf: Path | None = None) -> tuple[nn.Module, int]:
+    """In place: every linear layer becomes a BlockQuantLinear of `kind` (q8 or q4; the output
+    projection q8 either way, as llama.cpp's Q4 files keep it), float32 elsewhere.
+
+    With `gguf` (the file the model folder was converted from), layers whose blocks the file holds
+    in a type the kernels take are loaded as they are rather than quantized again from floats.
+    Returns the model and how many layers came from the file's blocks.
+    """
+    from backends.scratch.blockquant import BlockQuantLinear
+
+    if next(model.parameters()).device.type != "cpu":
+        raise ValueError(f"{kind} precision runs on the CPU; use bf16 on a GPU")
+    model.float()
+    config = model.config
+    from_file = _gguf_blocks(gguf, config) if gguf is not None else {}
+    used = 0
+
+    def replacement(name: str, linear: nn.Linear, layer_kind: str) -> BlockQuantLinear:
+        nonlocal used
+        parts_names = [f"{name.rsplit('.', 1)[0]}.{p}" for p in _FUSED.get(name.rsplit(".", 1)[-1], ())] or [name]
+        loaded = [from_file.get(p) for p in parts_names]
+        if linear.bias is None and all(loaded) and {k for k, _ in loaded} == {layer_kind}:
+            used += len(loaded)
+            tensors = tuple(torch.cat(group) for group in zip(*(parts for _, parts in loaded)))
+            return BlockQuantLinear(loaded[0][0], tensors, linear.in_features)
+        return BlockQuantLinear.from_linear(linear, layer_kind)
+
+    for i, block in enumerate(model.blocks):
+        for module in (block.attention, block.mlp):
+            for child_name, child in list(module.named_children()):
+                if isinstance(child, nn.Linear):
+                    setattr(module, child_name, replacement(f"blocks.{i}.{child_name}", child, kind))
+    model.output = replacement("output", model.output, "q8")
+    return model, used

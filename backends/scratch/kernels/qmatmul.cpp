@@ -1,0 +1,541 @@
+// Block-quantized matrix products for the scratch engine's decode steps on the CPU.
+//
+// Weights are stored in blocks of 32 along each row, as GGUF does: q8 = int8 values with one fp16
+// scale per block (GGUF Q8_0), q4 = 4-bit values with an fp16 scale and an fp16 minimum per block
+// (GGUF Q4_1: w = d * q + m, nibble j holds element j, its high half element j + 16). Activations
+// are quantized per block of 32 to int8 with a float scale (like llama.cpp's Q8 activations), so
+// a block's dot product is an integer sum: 32 int8 x int8 (or uint4 x int8) products.
+//
+// The AVX2 path computes those sums with maddubs/madd (u8 x s8 -> s16 pairs -> s32), is chosen at
+// run time when the CPU has AVX2, FMA and F16C, and otherwise the portable loop below runs. Both
+// compute the same integer sums; only the order of the float accumulation differs.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+#include <cmath>
+#include <cstring>
+
+namespace {
+
+constexpr int64_t QK = 32;  // values per block
+
+// x [M, K] float -> xq [M, nb*32] int8 (zero padded), dx [M, nb] scale, sx [M, nb] = dx * sum(xq)
+void quantize_rows(const float* x, int64_t M, int64_t K, int64_t nb, int8_t* xq, float* dx, float* sx) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* row = x + m * K;
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t start = b * QK, end = std::min(K, start + QK);
+      float amax = 0.f;
+      for (int64_t i = start; i < end; ++i) amax = std::max(amax, std::fabs(row[i]));
+      const float d = amax / 127.f;
+      const float id = d != 0.f ? 1.f / d : 0.f;
+      int8_t* q = xq + m * nb * QK + start;
+      int32_t sum = 0;
+      for (int64_t i = start; i < start + QK; ++i) {
+        const float scaled = i < end ? row[i] * id : 0.f;
+        const int32_t v = static_cast<int32_t>(std::nearbyint(scaled));  // ties to even, as torch.round
+        q[i - start] = static_cast<int8_t>(v);
+        sum += v;
+      }
+      dx[m * nb + b] = d;
+      sx[m * nb + b] = d * static_cast<float>(sum);
+    }
+  }
+}
+
+inline float half_to_float(uint16_t h) {
+  c10::Half v;
+  std::memcpy(&v, &h, sizeof(h));
+  return static_cast<float>(v);
+}
+
+// ---- portable reference loops ----
+
+float dot_q8_portable(const int8_t* w, const uint16_t* wd, const int8_t* xq, const float* dx, int64_t nb) {
+  float acc = 0.f;
+  for (int64_t b = 0; b < nb; ++b) {
+    int32_t s = 0;
+    for (int i = 0; i < QK; ++i) s += int32_t(w[b * QK + i]) * int32_t(xq[b * QK + i]);
+    acc += half_to_float(wd[b]) * dx[b] * float(s);
+  }
+  return acc;
+}
+
+float dot_q4_portable(const uint8_t* w, const uint16_t* wd, const uint16_t* wm, const int8_t* xq,
+                      const float* dx, const float* sx, int64_t nb) {
+  float acc = 0.f;
+  for (int64_t b = 0; b < nb; ++b) {
+    int32_t s = 0;
+    for (int i = 0; i < QK / 2; ++i) {
+      const uint8_t byte = w[b * QK / 2 + i];
+      s += int32_t(byte & 0x0F) * int32_t(xq[b * QK + i]);
+      s += int32_t(byte >> 4) * int32_t(xq[b * QK + i + QK / 2]);
+    }
+    acc += half_to_float(wd[b]) * dx[b] * float(s) + half_to_float(wm[b]) * sx[b];
+  }
+  return acc;
+}
+
+// ---- AVX2 ----
+
+__attribute__((target("avx2,fma,f16c"))) inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// the 32 nibbles of a q4 block as unsigned bytes in element order
+__attribute__((target("avx2,fma,f16c"))) inline __m256i unpack_q4(const uint8_t* qs) {
+  const __m128i raw = _mm_loadu_si128((const __m128i*)qs);
+  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+// fp16 scales of one weight row as floats
+__attribute__((target("avx2,fma,f16c"))) inline void scales_avx2(const uint16_t* h, float* out, int64_t nb) {
+  int64_t b = 0;
+  for (; b + 8 <= nb; b += 8)
+    _mm256_storeu_ps(out + b, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(h + b))));
+  for (; b < nb; ++b) out[b] = _cvtsh_ss(h[b]);
+}
+
+constexpr int64_t MULTI = 8;
+
+// One weight row against MR activation rows (a compile-time count, so the accumulators stay in
+// registers): each weight block is loaded and decoded once for all of them. Even blocks accumulate
+// in acc0, odd ones in acc1 (two chains hide the FMA latency), and a row's arithmetic is the same
+// whatever MR is, so a speculative verify's rows equal one-row steps bit for bit.
+// q8: |w| for maddubs' unsigned side, x takes w's sign.
+template <int MR>
+__attribute__((target("avx2,fma,f16c"))) inline void q8_block(const int8_t* row, const float* d, int64_t nb,
+                                                               const int8_t* xq, const float* dx, int64_t b, __m256* acc) {
+    const __m256i w = _mm256_loadu_si256((const __m256i*)(row + b * QK));
+    const __m256i aw = _mm256_sign_epi8(w, w);
+    const float db = d[b];
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+      const __m256i sx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i*)(xq + (m * nb + b) * QK)), w);
+      const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1)));
+      acc[m] = _mm256_fmadd_ps(_mm256_set1_ps(db * dx[m * nb + b]), p, acc[m]);
+    }
+}
+
+template <int MR>
+__attribute__((target("avx2,fma,f16c"))) void q8_row_multi_avx2(const int8_t* row, const float* d, int64_t nb,
+                                                                  const int8_t* xq, const float* dx,
+                                                                  float* y, int64_t N, int64_t n) {
+  __m256 acc0[MR], acc1[MR];
+  for (int m = 0; m < MR; ++m) acc0[m] = acc1[m] = _mm256_setzero_ps();
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) q8_block<MR>(row, d, nb, xq, dx, b, acc0), q8_block<MR>(row, d, nb, xq, dx, b + 1, acc1);
+  if (b < nb) q8_block<MR>(row, d, nb, xq, dx, b, acc0);
+  for (int m = 0; m < MR; ++m) y[m * N + n] += hsum(_mm256_add_ps(acc0[m], acc1[m]));
+}
+
+__attribute__((target("avx2,fma,f16c"))) inline float dot_f32_avx2(const float* a, const float* b, int64_t n);
+
+// q4: the nibbles (0..15) are maddubs' unsigned side as they are; the minimums add m_b * sum(x_b).
+
+template <int MR>
+__attribute__((target("avx2,fma,f16c"))) inline void q4_block(const uint8_t* row, const float* d, int64_t nb,
+                                                               const int8_t* xq, const float* dx, int64_t b, __m256* acc) {
+    const __m256i w = unpack_q4(row + b * QK / 2);
+    const float db = d[b];
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+      const __m256i pairs = _mm256_maddubs_epi16(w, _mm256_loadu_si256((const __m256i*)(xq + (m * nb + b) * QK)));
+      const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+      acc[m] = _mm256_fmadd_ps(_mm256_set1_ps(db * dx[m * nb + b]), p, acc[m]);
+    }
+}
+
+template <int MR>
+__attribute__((target("avx2,fma,f16c"))) void q4_row_multi_avx2(const uint8_t* row, const float* d, const float* mins,
+                                                                  int64_t nb, const int8_t* xq, const float* dx,
+                                                                  const float* sx, float* y, int64_t N, int64_t n) {
+  __m256 acc0[MR], acc1[MR];
+  for (int m = 0; m < MR; ++m) acc0[m] = acc1[m] = _mm256_setzero_ps();
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) q4_block<MR>(row, d, nb, xq, dx, b, acc0), q4_block<MR>(row, d, nb, xq, dx, b + 1, acc1);
+  if (b < nb) q4_block<MR>(row, d, nb, xq, dx, b, acc0);
+  // the minimums' part: sum over blocks of m_b * (dx_b * sum of the block's activation values)
+  for (int m = 0; m < MR; ++m) y[m * N + n] += hsum(_mm256_add_ps(acc0[m], acc1[m])) + dot_f32_avx2(mins, sx + m * nb, nb);
+}
+
+// MR = 1..8 picked at run time
+#define HEARTH_DISPATCH_ROWS(CALL)                                                   \
+  switch (rows) {                                                                    \
+    case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break;         \
+    case 4: CALL(4); break; case 5: CALL(5); break; case 6: CALL(6); break;         \
+    case 7: CALL(7); break; default: CALL(8); break;                                \
+  }
+
+// One weight row against every activation row, 8 at a time; the row's fp16 block scales (and
+// minimums) are converted once into `d`.
+__attribute__((target("avx2,fma,f16c"))) void q8_row_avx2(const int8_t* row, const uint16_t* wd, int64_t nb,
+                                                            const int8_t* xq, const float* dx, int64_t M,
+                                                            float* y, int64_t N, int64_t n, float* d) {
+  scales_avx2(wd, d, nb);
+  for (int64_t m0 = 0; m0 < M; m0 += MULTI) {
+    const int64_t rows = std::min(MULTI, M - m0);
+#define HEARTH_Q8(R) q8_row_multi_avx2<R>(row, d, nb, xq + m0 * nb * QK, dx + m0 * nb, y + m0 * N, N, n)
+    HEARTH_DISPATCH_ROWS(HEARTH_Q8)
+#undef HEARTH_Q8
+  }
+}
+
+// sum of a[i] * b[i] over n floats
+__attribute__((target("avx2,fma,f16c"))) inline float dot_f32_avx2(const float* a, const float* b, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  float total = hsum(acc);
+  for (; i < n; ++i) total += a[i] * b[i];
+  return total;
+}
+
+__attribute__((target("avx2,fma,f16c"))) void q4_row_avx2(const uint8_t* row, const uint16_t* wd, const uint16_t* wm,
+                                                            int64_t nb, const int8_t* xq, const float* dx,
+                                                            const float* sx, int64_t M, float* y, int64_t N,
+                                                            int64_t n, float* d) {
+  float* mins = d + nb;
+  scales_avx2(wd, d, nb);
+  scales_avx2(wm, mins, nb);
+  for (int64_t m0 = 0; m0 < M; m0 += MULTI) {
+    const int64_t rows = std::min(MULTI, M - m0);
+#define HEARTH_Q4(R) q4_row_multi_avx2<R>(row, d, mins, nb, xq + m0 * nb * QK, dx + m0 * nb, sx + m0 * nb, y + m0 * N, N, n)
+    HEARTH_DISPATCH_ROWS(HEARTH_Q4)
+#undef HEARTH_Q4
+  }
+}
+
+bool cpu_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          __builtin_cpu_supports("f16c");
+  return has;
+}
+
+bool use_avx2(bool portable) { return !portable && cpu_has_avx2(); }
+
+struct Activations {
+  at::Tensor xq, dx, sx;
+  int64_t M, nb;
+};
+
+Activations quantize(const at::Tensor& x2d, int64_t nb) {
+  const int64_t M = x2d.size(0), K = x2d.size(1);
+  Activations a{at::empty({M, nb * QK}, x2d.options().dtype(at::kChar)), at::empty({M, nb}, x2d.options()),
+                at::empty({M, nb}, x2d.options()), M, nb};
+  quantize_rows(x2d.data_ptr<float>(), M, K, nb, a.xq.data_ptr<int8_t>(), a.dx.data_ptr<float>(),
+                a.sx.data_ptr<float>());
+  return a;
+}
+
+at::Tensor as_rows(const at::Tensor& x, int64_t nb) {
+  TORCH_CHECK(x.dtype() == at::kFloat, "activations must be float32");
+  TORCH_CHECK(x.dim() == 2, "activations must be 2-D (rows, features)");
+  TORCH_CHECK(x.size(1) <= nb * QK && x.size(1) > (nb - 1) * QK, "activation width does not match the weight blocks");
+  return x.contiguous();
+}
+
+}  // namespace
+
+// the product's output: zeros, or a copy of the residual the product is added to
+at::Tensor output_for(const Activations& a, int64_t N, const at::Tensor& like, const std::optional<at::Tensor>& residual) {
+  if (!residual.has_value()) return at::zeros({a.M, N}, like.options());
+  TORCH_CHECK(residual->dtype() == at::kFloat && residual->numel() == a.M * N, "residual must be float32 (rows, out)");
+  return residual->reshape({a.M, N}).contiguous().clone();
+}
+
+// y [M, N] = x [M, K] @ W^T (+ residual) for a q8 weight: w [N, nb*32] int8, wd [N, nb] fp16 scales
+at::Tensor q8_matmul(const at::Tensor& x, const at::Tensor& w, const at::Tensor& wd, bool portable,
+                     const std::optional<at::Tensor>& residual) {
+  TORCH_CHECK(w.dtype() == at::kChar && wd.dtype() == at::kHalf, "q8 weights: int8 values and fp16 scales");
+  const int64_t N = w.size(0), nb = wd.size(1);
+  TORCH_CHECK(w.size(1) == nb * QK && w.is_contiguous() && wd.is_contiguous(), "q8 weights are not 32-blocked rows");
+  const at::Tensor x2 = as_rows(x, nb);
+  const Activations a = quantize(x2, nb);
+  at::Tensor y = output_for(a, N, x2, residual);
+  const int8_t* wp = w.data_ptr<int8_t>();
+  const uint16_t* dp = reinterpret_cast<const uint16_t*>(wd.data_ptr<at::Half>());
+  const int8_t* xp = a.xq.data_ptr<int8_t>();
+  const float* dxp = a.dx.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const int64_t M = a.M;
+  if (use_avx2(portable)) {
+    at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
+      std::vector<float> scales(nb);
+      for (int64_t g = begin; g < end; ++g) {
+        q8_row_avx2(wp + g * nb * QK, dp + g * nb, nb, xp, dxp, M, yp, N, g, scales.data());
+      }
+    });
+    return y;
+  }
+  at::parallel_for(0, N, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n)
+      for (int64_t m = 0; m < M; ++m)
+        yp[m * N + n] += dot_q8_portable(wp + n * nb * QK, dp + n * nb, xp + m * nb * QK, dxp + m * nb, nb);
+  });
+  return y;
+}
+
+// y [M, N] = x [M, K] @ W^T for a q4 weight: w [N, nb*16] packed nibbles, wd and wm [N, nb] fp16
+at::Tensor q4_matmul(const at::Tensor& x, const at::Tensor& w, const at::Tensor& wd, const at::Tensor& wm,
+                     bool portable, const std::optional<at::Tensor>& residual) {
+  TORCH_CHECK(w.dtype() == at::kByte && wd.dtype() == at::kHalf && wm.dtype() == at::kHalf,
+              "q4 weights: uint8 nibble pairs, fp16 scales and minimums");
+  const int64_t N = w.size(0), nb = wd.size(1);
+  TORCH_CHECK(w.size(1) == nb * QK / 2 && wm.size(1) == nb && w.is_contiguous() && wd.is_contiguous() &&
+              wm.is_contiguous(), "q4 weights are not 32-blocked rows");
+  const at::Tensor x2 = as_rows(x, nb);
+  const Activations a = quantize(x2, nb);
+  at::Tensor y = output_for(a, N, x2, residual);
+  const uint8_t* wp = w.data_ptr<uint8_t>();
+  const uint16_t* dp = reinterpret_cast<const uint16_t*>(wd.data_ptr<at::Half>());
+  const uint16_t* mp = reinterpret_cast<const uint16_t*>(wm.data_ptr<at::Half>());
+  const int8_t* xp = a.xq.data_ptr<int8_t>();
+  const float* dxp = a.dx.data_ptr<float>();
+  const float* sxp = a.sx.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const int64_t M = a.M;
+  if (use_avx2(portable)) {
+    at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
+      std::vector<float> scales(2 * nb);
+      for (int64_t g = begin; g < end; ++g) {
+        q4_row_avx2(wp + g * nb * QK / 2, dp + g * nb, mp + g * nb, nb, xp, dxp, sxp, M, yp, N, g, scales.data());
+      }
+    });
+    return y;
+  }
+  at::parallel_for(0, N, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n)
+      for (int64_t m = 0; m < M; ++m)
+        yp[m * N + n] += dot_q4_portable(wp + n * nb * QK / 2, dp + n * nb, mp + n * nb, xp + m * nb * QK,
+                                         dxp + m * nb, sxp + m * nb, nb);
+  });
+  return y;
+}
+
+// ---- the rest of a decode step: RMSNorm, SwiGLU, and RoPE + KV cache + attention ----
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& scale, double eps) {
+  TORCH_CHECK(x.dtype() == at::kFloat && scale.dtype() == at::kFloat, "rms_norm takes float32");
+  const int64_t D = scale.numel();
+  const at::Tensor x2 = x.reshape({-1, D}).contiguous();
+  at::Tensor y = at::empty_like(x2);
+  const float* xp = x2.data_ptr<float>();
+  const float* sp = scale.contiguous().data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  for (int64_t r = 0; r < x2.size(0); ++r) {
+    double ss = 0;
+    for (int64_t i = 0; i < D; ++i) ss += double(xp[r * D + i]) * xp[r * D + i];
+    const float inv = 1.f / std::sqrt(float(ss / D) + float(eps));
+    for (int64_t i = 0; i < D; ++i) yp[r * D + i] = xp[r * D + i] * inv * sp[i];
+  }
+  return y.view(x.sizes());
+}
+
+// gate_up [M, 2F] (gate then up) -> silu(gate) * up [M, F]
+at::Tensor silu_mul(const at::Tensor& gate_up) {
+  const at::Tensor g = gate_up.contiguous();
+  const int64_t F = g.size(-1) / 2, M = g.numel() / (2 * F);
+  at::Tensor y = at::empty({M, F}, g.options());
+  const float* gp = g.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t i = 0; i < F; ++i) {
+      const float a = gp[r * 2 * F + i];
+      yp[r * F + i] = a / (1.f + std::exp(-a)) * gp[r * 2 * F + F + i];
+    }
+  return y;
+}
+
+namespace {
+// e^x for 8 floats (x <= 0 here: softmax after subtracting the max): 2^n * p(r), r = x - n ln2,
+// p a degree-6 polynomial (relative error ~1e-7); below -87 the result is 0.
+__attribute__((target("avx2,fma,f16c"))) inline __m256 exp_avx2(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.f);
+  const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  x = _mm256_max_ps(x, lo);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.f / 720);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
+}
+
+// one query head against S keys: softmax(q k / sqrt(D)) v, written to o (AVX2, D = 64)
+__attribute__((target("avx2,fma,f16c"))) void attend_head64_avx2(const float* q, const float* keys, const float* values,
+                                                                   int64_t S, float scale, float* scores, float* o) {
+  constexpr int64_t D = 64;
+  __m256 qv[8];
+  for (int j = 0; j < 8; ++j) qv[j] = _mm256_mul_ps(_mm256_loadu_ps(q + 8 * j), _mm256_set1_ps(scale));
+  float best = -INFINITY;
+  for (int64_t s = 0; s < S; ++s) {
+    const float* k = keys + s * D;
+    __m256 a = _mm256_mul_ps(qv[0], _mm256_loadu_ps(k));
+    __m256 b = _mm256_mul_ps(qv[1], _mm256_loadu_ps(k + 8));
+    a = _mm256_fmadd_ps(qv[2], _mm256_loadu_ps(k + 16), a);
+    b = _mm256_fmadd_ps(qv[3], _mm256_loadu_ps(k + 24), b);
+    a = _mm256_fmadd_ps(qv[4], _mm256_loadu_ps(k + 32), a);
+    b = _mm256_fmadd_ps(qv[5], _mm256_loadu_ps(k + 40), b);
+    a = _mm256_fmadd_ps(qv[6], _mm256_loadu_ps(k + 48), a);
+    b = _mm256_fmadd_ps(qv[7], _mm256_loadu_ps(k + 56), b);
+    scores[s] = hsum(_mm256_add_ps(a, b));
+    best = std::max(best, scores[s]);
+  }
+  __m256 total8 = _mm256_setzero_ps();
+  int64_t s = 0;
+  for (; s + 8 <= S; s += 8) {
+    const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(scores + s), _mm256_set1_ps(best)));
+    _mm256_storeu_ps(scores + s, e);
+    total8 = _mm256_add_ps(total8, e);
+  }
+  float total = hsum(total8);
+  for (; s < S; ++s) total += (scores[s] = std::exp(scores[s] - best));
+  __m256 acc[8];
+  for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+  for (int64_t t = 0; t < S; ++t) {
+    const __m256 p = _mm256_set1_ps(scores[t]);
+    const float* v = values + t * D;
+    for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8 * j), acc[j]);
+  }
+  const __m256 inv = _mm256_set1_ps(1.f / total);
+  for (int j = 0; j < 8; ++j) _mm256_storeu_ps(o + 8 * j, _mm256_mul_ps(acc[j], inv));
+}
+
+void attend_head_portable(const float* q, const float* keys, const float* values, int64_t S, int64_t D,
+                          float scale, float* scores, float* o) {
+  float best = -INFINITY;
+  for (int64_t s = 0; s < S; ++s) {
+    float dot = 0.f;
+    for (int64_t j = 0; j < D; ++j) dot += q[j] * keys[s * D + j];
+    scores[s] = dot * scale;
+    best = std::max(best, scores[s]);
+  }
+  float total = 0.f;
+  for (int64_t s = 0; s < S; ++s) total += (scores[s] = std::exp(scores[s] - best));
+  for (int64_t j = 0; j < D; ++j) o[j] = 0.f;
+  for (int64_t s = 0; s < S; ++s)
+    for (int64_t j = 0; j < D; ++j) o[j] += scores[s] * values[s * D + j];
+  for (int64_t j = 0; j < D; ++j) o[j] /= total;
+}
+
+void rotate(float* v, const float* cos, const float* sin, int64_t D, bool interleaved) {
+  const int64_t half = D / 2;
+  for (int64_t j = 0; j < half; ++j) {
+    const int64_t a = interleaved ? 2 * j : j, b = interleaved ? 2 * j + 1 : j + half;
+    const float x1 = v[a], x2 = v[b];
+    v[a] = x1 * cos[j] - x2 * sin[j];
+    v[b] = x1 * sin[j] + x2 * cos[j];
+  }
+}
+}  // namespace
+
+// One decode step's attention for M new rows at positions pos..pos+M-1: rotate Q and K (cos/sin
+// rows [M, D/2]), store K and V in the caches [1, KV, L, D] at those positions, and let row i
+// attend to positions 0..pos+i (each row exactly as a one-row step would). qkv: [M, (H+2KV)*D].
+at::Tensor attend(const at::Tensor& qkv, at::Tensor& k_cache, at::Tensor& v_cache, int64_t pos,
+                  const at::Tensor& cos, const at::Tensor& sin, int64_t H, int64_t KV, bool interleaved) {
+  TORCH_CHECK(k_cache.dtype() == at::kFloat && k_cache.is_contiguous() && v_cache.is_contiguous(), "float32 caches");
+  const int64_t D = k_cache.size(3), L = k_cache.size(2);
+  at::Tensor q = qkv.reshape({-1, H + 2 * KV, D}).contiguous().clone();
+  const int64_t M = q.size(0);
+  TORCH_CHECK(pos + M <= L, "KV cache full");
+  float* qp = q.data_ptr<float>();
+  float* kp = k_cache.data_ptr<float>();
+  float* vp = v_cache.data_ptr<float>();
+  const float* cp = cos.contiguous().data_ptr<float>();
+  const float* sp = sin.contiguous().data_ptr<float>();
+  for (int64_t i = 0; i < M; ++i) {
+    float* row = qp + i * (H + 2 * KV) * D;
+    for (int64_t h = 0; h < H + KV; ++h) rotate(row + h * D, cp + i * D / 2, sp + i * D / 2, D, interleaved);
+    for (int64_t g = 0; g < KV; ++g) {
+      std::memcpy(kp + (g * L + pos + i) * D, row + (H + g) * D, D * sizeof(float));
+      std::memcpy(vp + (g * L + pos + i) * D, row + (H + KV + g) * D, D * sizeof(float));
+    }
+  }
+  at::Tensor out = at::empty({M, H * D}, qkv.options());
+  float* op = out.data_ptr<float>();
+  const float scale = 1.f / std::sqrt(float(D));
+  const int64_t group = H / KV;
+  const bool simd = cpu_has_avx2() && D == 64;
+  at::parallel_for(0, M * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(pos + M);
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t i = job / H, h = job % H, g = h / group;
+      const float* qh = qp + (i * (H + 2 * KV) + h) * D;
+      float* o = op + i * H * D + h * D;
+      if (simd) attend_head64_avx2(qh, kp + g * L * D, vp + g * L * D, pos + i + 1, scale, scores.data(), o);
+      else attend_head_portable(qh, kp + g * L * D, vp + g * L * D, pos + i + 1, D, scale, scores.data(), o);
+    }
+  });
+  return out;
+}
+
+// ---- a whole decode step in one call ----
+
+namespace {
+at::Tensor product(const at::Tensor& x, const std::vector<at::Tensor>& w, const std::optional<at::Tensor>& residual = std::nullopt) {
+  if (w[0].dtype() == at::kChar) return q8_matmul(x, w[0], w[1], false, residual);
+  return q4_matmul(x, w[0], w[1], w[2], false, residual);
+}
+}  // namespace
+
+// A block-quantized SwiGLU decoder's weights and KV caches, held once; forward() runs the blocks,
+// the final norm and the output projection for a step's rows. Each linear is [values, scales]
+// (q8) or [values, scales, minimums] (q4); per block: W_QKV, W_O, W_13, W_2 and two norm scales.
+struct Decoder {
+  std::vector<std::vector<at::Tensor>> linears;
+  std::vector<at::Tensor> norms, k_caches, v_caches;
+  std::optional<at::Tensor> final_norm;
+  std::vector<at::Tensor> output;
+  int64_t heads, kv_heads;
+  bool interleaved;
+  double eps;
+
+  at::Tensor forward(at::Tensor x, int64_t pos, const at::Tensor& cos, const at::Tensor& sin) {
+    for (size_t i = 0; i < k_caches.size(); ++i) {
+      const at::Tensor qkv = product(rms_norm(x, norms[2 * i], eps), linears[4 * i]);
+      const at::Tensor mixed = attend(qkv, k_caches[i], v_caches[i], pos, cos, sin, heads, kv_heads, interleaved);
+      x = product(mixed, linears[4 * i + 1], x);
+      const at::Tensor gate_up = product(rms_norm(x, norms[2 * i + 1], eps), linears[4 * i + 2]);
+      x = product(silu_mul(gate_up), linears[4 * i + 3], x);
+    }
+    if (final_norm.has_value()) x = rms_norm(x, *final_norm, eps);
+    return product(x, output);
+  }
+};
+
+// the activation quantization the products use: (xq [M, nb*32] int8, dx [M, nb], sx [M, nb])
+std::vector<at::Tensor> quantize_activations(const at::Tensor& x, int64_t nb) {
+  const Activations a = quantize(as_rows(x, nb), nb);
+  return {a.xq, a.dx, a.sx};
+}
+
+std::string instruction_set() { return cpu_has_avx2() ? "avx2" : "portable"; }
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("q8_matmul", &q8_matmul, "x @ W^T (+ residual) for a q8 (Q8_0-style) weight", py::arg("x"), py::arg("w"),
+        py::arg("wd"), py::arg("portable") = false, py::arg("residual") = py::none());
+  m.def("q4_matmul", &q4_matmul, "x @ W^T (+ residual) for a q4 (Q4_1-style) weight", py::arg("x"), py::arg("w"),
+        py::arg("wd"), py::arg("wm"), py::arg("portable") = false, py::arg("residual") = py::none());
+  py::class_<Decoder>(m, "Decoder")
+      .def(py::init<std::vector<std::vector<at::Tensor>>, std::vector<at::Tensor>, std::vector<at::Tensor>,
+                    std::vector<at::Tensor>, std::optional<at::Tensor>, std::vector<at::Tensor>, int64_t, int64_t,
+                    bool, double>())
+      .def("forward", &Decoder::forward, "logits for a step's rows at positions pos..");
+  m.def("rms_norm", &rms_norm, "x / rms(x) * scale over the last dimension");
+  m.def("silu_mul", &silu_mul, "silu(gate) * up of a fused gate/up projection");
+  m.def("attend", &attend, "RoPE, KV cache write and attention for a decode step's rows");
+  m.def("quantize_activations", &quantize_activations, "per-block int8 activations");
+  m.def("instruction_set", &instruction_set, "the vector path this CPU runs: avx2 or portable");
+}

@@ -1,0 +1,141 @@
+"""Hearth's q8/q4 kernels against the plain PyTorch reference, GGUF blocks, and the fallback."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from backends.scratch import blockquant as bq
+from backends.scratch import kernels
+
+needs_kernels = pytest.mark.skipif(kernels.load() is None, reason=f"kernels not built: {kernels.why_not()}")
+
+# (activation rows, output rows, input width): ragged widths (not multiples of 32 or of 8), odd row
+# counts, more activation rows than one multi-row pass takes (8), SmolLM2's own shapes.
+SHAPES = [(1, 7, 50), (3, 33, 576), (9, 101, 1000), (2, 576, 1536), (1, 5, 31), (17, 4, 96)]
+
+
+def _weights(kind, n, k, seed):
+    weight = torch.randn(n, k, generator=torch.Generator().manual_seed(seed))
+    return bq.quantize_q8(weight) if kind == "q8" else bq.quantize_q4(weight)
+
+
+@needs_kernels
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_activation_quantization_is_exactly_the_reference(m, n, k):
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(k)) * 3
+    nb = -(-k // bq.QK)
+    got, expected = kernels.load().quantize_activations(x, nb), bq.quantize_activations(x, nb)
+    assert torch.equal(got[0], expected[0])  # the int8 values, padding zeros included
+    assert torch.equal(got[1], expected[1])  # the scales
+    assert torch.allclose(got[2], expected[2], rtol=1e-6, atol=0)
+
+
+@needs_kernels
+@pytest.mark.parametrize("kind", ["q8", "q4"])
+@pytest.mark.parametrize("m,n,k", SHAPES)
+@pytest.mark.parametrize("portable", [False, True], ids=["vector", "portable"])
+def test_products_equal_the_reference(kind, m, n, k, portable):
+    # The integer block sums are exact on every path; only the float accumulation order differs.
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m + n))
+    tensors = _weights(kind, n, k, seed=n)
+    native = kernels.load()
+    if kind == "q8":
+        got, expected = native.q8_matmul(x, *tensors, portable), bq.q8_matmul_reference(x, *tensors)
+    else:
+        got, expected = native.q4_matmul(x, *tensors, portable), bq.q4_matmul_reference(x, *tensors)
+    scale = expected.abs().max()
+    assert got.shape == (m, n)
+    assert float((got - expected).abs().max()) <= 1e-5 * float(scale) + 1e-6
+
+
+@needs_kernels
+@pytest.mark.parametrize("kind", ["q8", "q4"])
+def test_each_row_is_computed_on_its_own(kind):
+    # Speculative verification needs row i of a k-row product to equal a one-row product, bit for bit.
+    x = torch.randn(11, 576, generator=torch.Generator().manual_seed(1))
+    tensors = _weights(kind, 200, 576, seed=2)
+    product = kernels.load().q8_matmul if kind == "q8" else kernels.load().q4_matmul
+    together = product(x, *tensors)
+    for i in range(11):
+        assert torch.equal(together[i], product(x[i : i + 1], *tensors)[0])
+
+
+@needs_kernels
+def test_the_residual_is_added():
+    x, residual = torch.randn(3, 64), torch.randn(3, 40)
+    tensors = _weights("q4", 40, 64, seed=3)
+    native = kernels.load()
+    assert torch.equal(native.q4_matmul(x, *tensors, residual=residual), native.q4_matmul(x, *tensors) + residual)
+
+
+@pytest.mark.parametrize("kind", ["q8", "q4"])
+def test_quantized_weights_are_within_half_a_step(kind):
+    weight = torch.randn(16, 70, generator=torch.Generator().manual_seed(4))
+    linear = nn.Linear(70, 16, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+    layer = bq.BlockQuantLinear.from_linear(linear, kind)
+    blocks = bq._blocks(weight)
+    levels = 127 if kind == "q8" else 15
+    width = blocks.abs().amax(-1) if kind == "q8" else blocks.amax(-1) - blocks.amin(-1)
+    step = (width / levels).repeat_interleave(bq.QK, dim=1)[:, :70]
+    error = (layer.dequantized() - weight).abs()
+    # half a step of rounding plus the fp16 rounding of the block's scale (and minimum)
+    assert bool((error <= step / 2 + weight.abs().amax() * 2**-10).all())
+
+
+@pytest.mark.parametrize("name", ["Q8_0", "Q4_1", "Q4_0"])
+def test_gguf_blocks_load_as_they_are(name):
+    from gguf import GGMLQuantizationType, quants
+
+    weight = np.random.default_rng(5).standard_normal((6, 96)).astype(np.float32)
+    kind_type = GGMLQuantizationType[name]
+    raw = quants.quantize(weight, kind_type)
+    kind, tensors = bq.from_gguf_rows(name, raw)
+    layer = bq.BlockQuantLinear(kind, tensors, 96)
+    assert torch.equal(layer.dequantized(), torch.from_numpy(quants.dequantize(raw, kind_type)))
+
+
+def test_without_kernels_the_reference_runs_and_says_so():
+    code = ("import torch; from torch import nn; from backends.scratch import kernels, blockquant as bq;"
+            "layer = bq.BlockQuantLinear.from_linear(nn.Linear(64, 8), 'q4');"
+            "x = torch.randn(2, 64); y = layer(x);"
+            "print(kernels.describe()); print(bool(torch.allclose(y, x @ layer.dequantized().T + layer.bias, atol=0.2)))")
+    env = dict(os.environ, HEARTH_NO_KERNELS="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.splitlines() == ["PyTorch reference (no compiled kernels: HEARTH_NO_KERNELS is set)", "True"]
+
+
+@pytest.mark.slow
+def test_q4_loads_the_bundled_gguf_blocks_as_they_are(smollm2_dir):
+    # The bundled model's float weights were dequantized from its Q4_1 blocks: loading those blocks
+    # directly (Q/K rows reordered as the converter does) must give exactly the same weights.
+    import copy
+
+    from backends.gguf import source_of
+    from backends.scratch.quantize import quantize_blocks
+    from backends.scratch.weights import load_model
+
+    base = load_model(smollm2_dir).fuse_for_inference()
+    model, from_file = quantize_blocks(copy.deepcopy(base), "q4", source_of(smollm2_dir))
+    assert from_file == 7 * base.config.num_blocks + 1  # every projection, and the output (Q8_0)
+    for i in (0, base.config.num_blocks - 1):
+        for name in ("attention.W_QKV", "attention.W_O", "mlp.W_13", "mlp.W_2"):
+            expected = base.get_submodule(f"blocks.{i}.{name}").weight.detach()
+            assert torch.equal(model.get_submodule(f"blocks.{i}.{name}").dequantized(), expected)
+    assert torch.equal(model.output.dequantized(), base.output.weight.detach())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["q8", "q4"])
+def test_block_precisions_answer_the_capital_of_france(precision, smollm2_dir):
+    from tests.helpers import hearth
+
+    run = hearth("ask", "--backend", "scratch", "--precision", precision, "--temperature", "0",
+                 "What is the capital of France?")
+    assert "Paris" in run.stdout
