@@ -56,3 +56,22 @@ def test_speculation_gives_the_same_reply(q4_backend, sampling):
     # the run exercised both outcomes: proposals accepted, and proposals dropped from the cache
     assert 0 < stats.accepted < stats.proposed
     assert stats.passes < len(plain)
+
+
+@pytest.mark.slow
+def test_a_short_follow_up_prefill_equals_single_steps(q4_backend):
+    # A q8/q4 engine prefills a few new tokens through the step kernels, 8 rows at a time.
+    import torch
+
+    engine = q4_backend.engine
+    history = q4_backend.tokenizer.encode("The lighthouse keeper climbed the stairs at dusk.")
+    follow_up = history + q4_backend.tokenizer.encode(" He lit the lamp and watched the ships come home safely.")
+    engine.reset()
+    engine.prefill(history)
+    batched = engine.prefill(follow_up)
+    assert engine.last_prefill_tokens == len(follow_up) - len(history)
+    engine.reset()
+    engine.prefill(history)
+    for token in follow_up[len(history):]:
+        stepped = engine.step(torch.tensor([token]), token)
+    assert torch.equal(batched, stepped)
