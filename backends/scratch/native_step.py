@@ -28,9 +28,8 @@ def supported(model: DecoderLanguageModel) -> bool:
     """Whether `model` is a fused, block-quantized, bias-free SwiGLU model and the kernels are built."""
     layers = [model.output] + [layer for b in model.blocks
                                for layer in (b.attention.W_QKV, b.attention.W_O, b.mlp.W_13, b.mlp.W_2)]
-    return (all(isinstance(layer, BlockQuantLinear) and layer.bias is None for layer in layers)
-            and model.config.head_dim == model.config.emb_dim // model.config.num_heads
-            and kernels.load() is not None)
+    return all(isinstance(layer, BlockQuantLinear) and layer.bias is None for layer in layers) \
+        and kernels.load() is not None
 
 
 class NativeDecoder:
