@@ -100,3 +100,36 @@ def test_eval_grounding_wice_needs_its_dev_file(tmp_path, hearth_home):
     proc = hearth("eval", "grounding", "--data", str(tmp_path / "claim_test.jsonl"), "--format", "wice",
                   home=hearth_home, check=False)
     assert proc.returncode == 1 and "claim_dev.jsonl" in proc.stderr
+
+
+def summac_fixture(folder):
+    """A SummaC-style folder: documents, validation claims (claims.jsonl) and test claims."""
+    facts = [("Lake Baikal holds 23,600 cubic kilometres of water.", "Lake Baikal holds 41,000 cubic kilometres "
+              "of water and was named by Marco Polo."),
+             ("The bakery opens at 7 am and sells rye bread.", "The bakery opens at 5 am and has a rooftop terrace."),
+             ("Ada Lovelace wrote the first published algorithm.", "Ada Lovelace built an electronic computer in 1901."),
+             ("The bridge is 2.7 km long and opened in 1937.", "The bridge is 4.1 km long and opened in 1962."),
+             ("Tomatoes need six hours of sun.", "Tomatoes need twelve hours of sun and grow best in Iceland."),
+             ("The museum is closed on Mondays.", "The museum is closed on Fridays and entry costs 40 euros.")]
+    documents, claims = [], []
+    for i, (good, bad) in enumerate(facts):
+        documents.append({"doc_id": f"d{i}", "document": f"{good} Visitors often ask about it. It is well known."})
+        claims += [{"dataset": "cogensumm", "label": 1, "claim": good, "doc_id": f"d{i}"},
+                   {"dataset": "cogensumm", "label": 0, "claim": bad, "doc_id": f"d{i}"}]
+    folder.mkdir()
+    (folder / "documents.jsonl").write_text("".join(json.dumps(d) + "\n" for d in documents))
+    (folder / "claims.jsonl").write_text("".join(json.dumps(c) + "\n" for c in claims[:8]))
+    (folder / "test_claims.jsonl").write_text("".join(json.dumps(c) + "\n" for c in claims[4:]))
+    return folder
+
+
+@pytest.mark.slow
+def test_eval_grounding_summac_reports_balanced_accuracy(tmp_path, hearth_home):
+    folder = summac_fixture(tmp_path / "summac")
+    out = json.loads(hearth("eval", "grounding", "--data", str(folder / "test_claims.jsonl"), "--format", "summac",
+                            "--json", home=hearth_home).stdout)
+    assert out["format"] == "summac" and out["n"] == 8 and out["fitted_on"] == 8
+    assert 0 <= out["balanced_accuracy"] <= 1 and out["auroc"] > 0.5
+    proc = hearth("eval", "grounding", "--data", str(folder / "claims.jsonl"), "--format", "summac",
+                  home=hearth_home, check=False)
+    assert proc.returncode == 1 and "fitting set" in proc.stderr

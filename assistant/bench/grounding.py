@@ -108,7 +108,25 @@ def load_wice(path: Path) -> list[Example]:
     return out
 
 
-LOADERS = {"ragtruth": load_ragtruth, "wice": load_wice}
+@_labelled("SummaC")
+def load_summac(path: Path) -> list[Example]:
+    """SummaC-style claims (`dataset`, `label` 1 consistent / 0 not, `claim`, `doc_id`), their source
+    documents read from documents.jsonl beside the file; a claim is grouped by its document."""
+    documents_file = Path(path).parent / SUMMAC_DOCUMENTS
+    if not documents_file.is_file():
+        raise HearthError(f"{documents_file} not found: SummaC claims are joined to their documents by doc_id.")
+    documents = {r["doc_id"]: r["document"] for r in read_records(documents_file)}
+    out = []
+    for n, r in enumerate(read_records(path)):
+        made_up = int(r["label"]) == 0
+        claim = r["claim"]
+        out.append(Example(str(n), str(r["doc_id"]), str(r["dataset"]), "", [documents[r["doc_id"]]], claim,
+                           made_up, [(0, len(claim))] if made_up else []))
+    return out
+
+
+SUMMAC_DOCUMENTS, SUMMAC_VALIDATION = "documents.jsonl", "claims.jsonl"
+LOADERS = {"ragtruth": load_ragtruth, "wice": load_wice, "summac": load_summac}
 
 
 @dataclass
@@ -232,8 +250,10 @@ def metrics(fmt: str, scored: list[Scored], answer_p: np.ndarray, sentence_p: li
     }
 
 
-def evaluate(data: Path, fmt: str, report: Callable[[str], None] = print, shipped: bool = False) -> dict:
-    """Cross-validated (RAGTruth) or dev-fitted (WiCE) figures of the check on labelled data.
+def evaluate(data: Path, fmt: str, report: Callable[[str], None] = print, shipped: bool = False,
+             fit_limit: int | None = None) -> dict:
+    """Cross-validated (RAGTruth), dev-fitted (WiCE) or validation-fitted (SummaC) figures of the
+    check on labelled data. fit_limit: fit SummaC on a seeded sample of this many validation claims.
 
     shipped scores with the shipped calibration instead of refitting; it is refused for a file the
     shipped weights were fitted on.
@@ -259,12 +279,47 @@ def evaluate(data: Path, fmt: str, report: Callable[[str], None] = print, shippe
             for i, rows in zip(test, s):
                 sentence_p[i] = rows
         return metrics(fmt, scored, answer_p, sentence_p)
+    if fmt == "summac":
+        return _evaluate_summac(Path(data), report, fit_limit)
     if fmt == "wice":
         test_file, dev_file = wice_pair(data)
         calibrations = fit(compute_signals(load_wice(dev_file), dev_file, report))
         scored = compute_signals(load_wice(test_file), test_file, report)
         return metrics(fmt, scored, *predict(calibrations, scored))
-    raise HearthError(f"unknown format {fmt!r}: use ragtruth or wice.")
+    raise HearthError(f"unknown format {fmt!r}: use ragtruth, wice or summac.")
+
+
+def _evaluate_summac(test_file: Path, report: Callable[[str], None], fit_limit: int | None) -> dict:
+    """Fit the calibration on SummaC validation claims (claims.jsonl beside the file) of the same
+    datasets, choose the threshold with the best balanced accuracy there, and score the file."""
+    import random
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    validation_file = test_file.parent / SUMMAC_VALIDATION
+    if test_file.resolve() == validation_file.resolve():
+        raise HearthError(f"{test_file.name} is the fitting set: pass the claims to score, e.g. cogensumm_test_claims.jsonl.")
+    if not validation_file.is_file():
+        raise HearthError(f"{validation_file} not found: SummaC scoring fits on the validation claims beside the file.")
+    tested = load_summac(test_file)
+    datasets = {e.task for e in tested}
+    validation = [e for e in load_summac(validation_file) if e.task in datasets]
+    if fit_limit is not None and fit_limit < len(validation):
+        validation = random.Random(0).sample(validation, fit_limit)
+    fitting = compute_signals(validation, validation_file, report)
+    calibrations = fit(fitting, f"SummaC {validation_file.name} {'/'.join(sorted(datasets))} ({len(fitting)})")
+    fit_p, _ = predict(calibrations, fitting)
+    fit_y = np.array([s.example.hallucinated for s in fitting])
+    candidates = np.unique(fit_p)
+    threshold = float(max(candidates, key=lambda t: balanced_accuracy_score(fit_y, fit_p >= t)))
+    scored = compute_signals(tested, test_file, report)
+    answer_p, sentence_p = predict(calibrations, scored)
+    y = np.array([s.example.hallucinated for s in scored])
+    out = metrics("summac", scored, answer_p, sentence_p)
+    out["balanced_accuracy"] = round(float(balanced_accuracy_score(y, answer_p >= threshold)), 4)
+    out["validation_threshold"] = round(threshold, 4)
+    out["fitted_on"] = len(fitting)
+    return out
 
 
 def wice_pair(data: Path) -> tuple[Path, Path]:

@@ -28,8 +28,12 @@ def register(sub) -> None:
 
     q = es.add_parser("grounding", help="AUROC / precision / recall / F1 of the hallucination check on human labels")
     q.add_argument("--data", required=True, metavar="FILE",
-                   help="RAGTruth JSONL, or WiCE's claim_test.jsonl (or its folder; claim_dev.jsonl fits the calibration)")
-    q.add_argument("--format", required=True, choices=("ragtruth", "wice"))
+                   help="RAGTruth JSONL; WiCE's claim_test.jsonl (or its folder; claim_dev.jsonl fits the calibration); "
+                        "or SummaC claims such as cogensumm_test_claims.jsonl (claims.jsonl beside it fits the "
+                        "calibration and the balanced-accuracy threshold, documents.jsonl holds the sources)")
+    q.add_argument("--format", required=True, choices=("ragtruth", "wice", "summac"))
+    q.add_argument("--fit-limit", type=int, metavar="N",
+                   help="summac: fit on a seeded sample of N validation claims (measuring each takes seconds)")
     q.add_argument("--shipped", action="store_true",
                    help="score with the shipped calibration instead of refitting (refused for data it was fitted on)")
     q.add_argument("--json", action="store_true", help="print one JSON line")
@@ -78,7 +82,10 @@ def cmd_grounding(args: argparse.Namespace) -> int:
     from assistant.bench.grounding import evaluate
 
     data = _existing(args.data, "data")
-    emit(evaluate(data, args.format, report=quiet if args.json else say, shipped=args.shipped), args.json)
+    if args.fit_limit is not None and (args.format != "summac" or args.fit_limit < 5):
+        raise HearthError("--fit-limit applies to --format summac and needs at least 5 claims")
+    emit(evaluate(data, args.format, report=quiet if args.json else say, shipped=args.shipped,
+                  fit_limit=args.fit_limit), args.json)
     return 0
 
 
