@@ -1,15 +1,22 @@
 """Hearth's own CPU kernels (qmatmul.cpp), compiled once as a PyTorch C++ extension.
 
 `make install` builds them (`python -m backends.scratch.kernels`); any other install builds them on
-first use. The build lands in PyTorch's extension cache (TORCH_EXTENSIONS_DIR, by default
-~/.cache/torch_extensions) and is rebuilt only when the source changes. Without a compiler the q8
-and q4 precisions run the pure PyTorch reference (backends/scratch/blockquant.py) and say so.
+first use. A build goes to a private temporary folder and is renamed, complete, to a folder of
+PyTorch's extension cache (TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions) named by the
+source, flags and torch version; later runs import the finished module from there directly. So a
+build killed halfway leaves nothing that blocks or breaks the next run (PyTorch's own build lock
+would), and checkouts with the same source share one build. Without a compiler the q8 and q4
+precisions run the pure PyTorch reference (backends/scratch/blockquant.py) and say so.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import logging
 import os
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -44,16 +51,55 @@ def describe() -> str:
     return f"Hearth kernels ({module.instruction_set()})"
 
 
+NAME = "hearth_qmatmul"
+CFLAGS = ["-O3", "-fno-math-errno", "-fopenmp"]
+LDFLAGS = ["-fopenmp"]
+
+
+def build_folder() -> Path:
+    """Where the finished build of this source, these flags and this torch lives."""
+    import torch
+    from torch.utils.cpp_extension import get_default_build_root
+
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS + LDFLAGS + [torch.__version__]).encode())
+    return Path(get_default_build_root()) / f"{NAME}-{key.hexdigest()[:16]}"
+
+
+def _import(folder: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(NAME, folder / f"{NAME}.so")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _compile(folder: Path) -> None:
+    """Build in a private folder next to `folder`, then rename it into place (the first finished
+    build wins; a concurrent one is discarded)."""
+    from torch.utils.cpp_extension import load as load_extension
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{folder.name}.building-", dir=folder.parent))
+    try:
+        shutil.copy(SOURCE, work / SOURCE.name)  # the same path in every build: no rebuild per checkout
+        load_extension(name=NAME, sources=[str(work / SOURCE.name)], extra_cflags=CFLAGS, extra_ldflags=LDFLAGS,
+                       build_directory=str(work), verbose=False)
+        try:
+            work.rename(folder)
+        except OSError:  # another process finished first
+            pass
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _build() -> tuple[ModuleType | None, str | None]:
     if os.environ.get("HEARTH_NO_KERNELS"):
         return None, "HEARTH_NO_KERNELS is set"
     try:
-        from torch.utils.cpp_extension import load as load_extension
-
-        module = load_extension(
-            name="hearth_qmatmul", sources=[str(SOURCE)],
-            extra_cflags=["-O3", "-fno-math-errno", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
-        return module, None
+        folder = build_folder()
+        if not (folder / f"{NAME}.so").is_file():
+            log.info("building Hearth's CPU kernels (once, about a minute)")
+            _compile(folder)
+        return _import(folder), None
     except Exception as exc:  # no compiler, no headers, no ninja: the reference path still works
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         log.warning("Hearth's CPU kernels could not be built (%s); q8/q4 use the PyTorch reference", reason)

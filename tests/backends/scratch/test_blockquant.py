@@ -139,3 +139,19 @@ def test_block_precisions_answer_the_capital_of_france(precision, smollm2_dir):
     run = hearth("ask", "--backend", "scratch", "--precision", precision, "--temperature", "0",
                  "What is the capital of France?")
     assert "Paris" in run.stdout
+
+
+@needs_kernels
+def test_a_build_killed_halfway_blocks_nothing():
+    # What a killed build leaves (its private folder, PyTorch's lock file in it) is never waited on.
+    leftover = kernels.build_folder().parent / f"{kernels.build_folder().name}.building-killed"
+    leftover.mkdir(exist_ok=True)
+    (leftover / "lock").touch()
+    try:
+        code = "from backends.scratch import kernels; print(kernels.describe())"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+        assert out.stdout.startswith("Hearth kernels (")
+    finally:
+        import shutil
+
+        shutil.rmtree(leftover)
