@@ -122,12 +122,12 @@ def _llamacpp_tok_s(gguf: Path, prompt_ids: list[int], new_tokens: int) -> float
 
 def _top1_agreement(engine, reference_logits: torch.Tensor, ids: list[int]) -> float:
     """Share of positions of `ids` where the engine's model predicts the same next token as the fp32
-    reference. A q8/q4 engine is fed 8 tokens at a time through its decode-step kernels (its
-    prefill path multiplies dequantized weights instead, which is not what decoding runs)."""
+    reference. A q8/q4 engine is fed the ids through its decode-step kernels, which compute each
+    row as a one-token step would (its prefill path multiplies dequantized weights instead)."""
     with torch.inference_mode():
         if engine.native is not None:
             engine.reset()
-            logits = torch.cat([engine.native.forward(ids[i : i + 8], i) for i in range(0, len(ids), 8)])
+            logits = engine.native.forward(ids, 0)
             engine.reset()
         else:
             logits = engine.model(torch.tensor([ids], device=reference_logits.device))[0]

@@ -99,10 +99,9 @@ class BlockQuantLinear(nn.Module):
         if kind not in ("q8", "q4"):
             raise ValueError(f"unknown block quantization {kind!r}")
         self.kind, self.in_features, self.out_features = kind, in_features, tensors[0].shape[0]
-        for name, tensor in zip(("qweight", "scale", "minimum"), tensors):
-            self.register_buffer(name, tensor.contiguous())
-        if kind == "q8":
-            self.minimum = None
+        self.register_buffer("qweight", tensors[0].contiguous())
+        self.register_buffer("scale", tensors[1].contiguous())
+        self.register_buffer("minimum", tensors[2].contiguous() if kind == "q4" else None)
         self.register_buffer("bias", None if bias is None else bias.detach().float())
 
     @classmethod

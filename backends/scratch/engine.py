@@ -166,10 +166,9 @@ class Engine:
         self._rollback(common)
         rest = prompt_ids[common:]
         if self.native is not None and len(rest) <= NATIVE_PREFILL_MAX:
-            # a follow-up turn's few new tokens: cheaper through the step kernels, 8 rows at a time,
-            # than dequantizing every weight for one float matmul
-            for i in range(0, len(rest), 8):
-                logits = self.native.forward(rest[i : i + 8], common + i)[-1]
+            # a follow-up turn's few new tokens: cheaper through the step kernels than dequantizing
+            # every weight for one float matmul
+            logits = self.native.forward(rest, common)[-1]
         else:
             logits = self._forward(rest)
         self.cached_ids.extend(rest)

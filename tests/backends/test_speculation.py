@@ -60,7 +60,7 @@ def test_speculation_gives_the_same_reply(q4_backend, sampling):
 
 @pytest.mark.slow
 def test_a_short_follow_up_prefill_equals_single_steps(q4_backend):
-    # A q8/q4 engine prefills a few new tokens through the step kernels, 8 rows at a time.
+    # A q8/q4 engine prefills a few new tokens through the step kernels.
     import torch
 
     engine = q4_backend.engine
