@@ -554,6 +554,7 @@ class ChatSession:
         if sources is not None:
             checks = grounding.check(answer, [(s.chunk_id, s.text) for s in sources], self.collection.embedder,
                                      question=question, samples=samples, kind=kind)
+            rag.locate_receipts(checks, sources)
             return rag.add_citations(answer, checks, sources), checks
         from retrieval.embedder import shared_embedder
 

@@ -39,10 +39,31 @@ def source_lines(sources: list[dict]) -> list[str]:
     return lines
 
 
+def _short(text: str, limit: int = 70) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def receipt_lines(checks: dict | None) -> list[str]:
+    """One line per checked sentence that has a receipt: the sentence, and the source sentence the
+    support model read it against ("[n] line L"), with that reading's support."""
+    lines = []
+    for s in (checks or {}).get("sentences", []):
+        r = s.get("receipt")  # older stored checks have none
+        if not r or s["verdict"] == "unverifiable":
+            continue
+        where = (f"[{r['rank']}] " if r.get("rank") else "") + (f"page {r['page']}" if r.get("page") else
+                                                                 f"line {r['line']}" if r.get("line") else "")
+        mark = "\u2713" if s["verdict"] == "supported" else "\u26a0"
+        lines.append(f"{mark} \u201c{_short(s['text'], 50)}\u201d \u2190 {where.strip()}: "
+                     f"\u201c{_short(r['text'])}\u201d ({r['support']:.2f})")
+    return lines
+
+
 def footer(message: Message) -> str:
-    """What follows a checked answer: its support line and its sources, one per line."""
+    """What follows a checked answer: its support line, its sources, and each sentence's evidence."""
     support = support_line(message.checks)
-    return "\n".join(([support] if support else []) + source_lines(message.sources))
+    return "\n".join(([support] if support else []) + source_lines(message.sources) + receipt_lines(message.checks))
 
 
 def plain(message: Message) -> str:
@@ -53,4 +74,7 @@ def plain(message: Message) -> str:
         parts.append(f"({support})")
     if message.sources:
         parts.append("Sources:\n" + "\n".join("  " + line for line in source_lines(message.sources)))
+    receipts = receipt_lines(message.checks)
+    if receipts:
+        parts.append("Evidence:\n" + "\n".join("  " + line for line in receipts))
     return "\n\n".join(parts)

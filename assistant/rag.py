@@ -106,3 +106,15 @@ def add_citations(answer: str, checks, sources: list[Source]) -> str:
         out.append(piece)
     out.append(answer[pos:])
     return "".join(out)
+
+
+def locate_receipts(checks, sources: list[Source]) -> None:
+    """Say where each sentence's receipt (the source sentence it was read against) is: the source's
+    [n], its file and the line the sentence starts on."""
+    by_chunk = {s.chunk_id: s for s in sources}
+    for sentence in checks.sentences:
+        receipt = sentence.receipt
+        source = by_chunk.get(receipt["chunk"]) if receipt else None
+        if source is not None:
+            receipt.update(rank=source.number, path=source.path, page=source.page,
+                           line=source.line + source.text[: receipt["start"]].count("\n"))

@@ -247,9 +247,11 @@ class Trainer:
             out_of_time = budget is not None and elapsed > budget
             if self.state.step % cfg.eval_every == 0 and self.state.step < cfg.max_steps and not out_of_time:
                 result = self._eval()
-                bar.write(f"step {self.state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+                line = f"step {self.state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items())
+                bar.write(line, file=sys.stderr)  # stdout is the result (--json)
                 if self._early_stop(result):
-                    bar.write(f"early stop: validation loss did not improve for {self.patience} evaluations")
+                    bar.write(f"early stop: validation loss did not improve for {self.patience} evaluations",
+                              file=sys.stderr)
                     break
                 self.save()
             if out_of_time or (stop is not None and stop()):

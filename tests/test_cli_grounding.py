@@ -21,6 +21,11 @@ def test_check_json_against_source_files(tmp_path, hearth_home):
     assert (first["text"], first["start"], first["end"]) == ("The Rhine is 1,230 kilometres long.", 0, 35)
     assert first["verdict"] == "supported" and first["evidence"][0] == 1
     assert second["verdict"] == "unsupported" and second["score"] < first["score"]
+    # the receipt: the source sentence the support model read the sentence against, and where it is
+    receipt = first["receipt"]
+    assert (receipt["chunk"], receipt["path"], receipt["line"]) == (1, str(tmp_path / "rhine.md"), 1)
+    assert (receipt["text"], receipt["start"], receipt["end"]) == ("The Rhine is 1,230 kilometres long.", 0, 35)
+    assert receipt["support"] > second["receipt"]["support"]
 
 
 def test_check_plain_output_marks_unsupported(tmp_path, hearth_home):
@@ -28,7 +33,8 @@ def test_check_plain_output_marks_unsupported(tmp_path, hearth_home):
     out = hearth("check", "--sources", str(tmp_path / "rhine.md"), "--answer",
                  "The Rhine flows into the North Sea. Napoleon swam across it in 1805.", home=hearth_home).stdout
     lines = out.splitlines()
-    assert lines[0].startswith("ok ") and lines[1].startswith("\u26a0")
+    assert lines[0].startswith("ok ") and lines[2].startswith("\u26a0")
+    assert lines[1].strip().startswith(f"\u2190 {tmp_path / 'rhine.md'} line 1: \u201cIt flows into the North Sea")
     assert "answer support" in out
 
 

@@ -59,7 +59,9 @@ def register(sub) -> None:
                         "general (anything else; the default without --question)")
     p.add_argument("--json", action="store_true",
                    help='print {"score", "threshold", "sentences": [{"text", "start", "end", "score", "verdict", '
-                        '"evidence"}]}; evidence holds 1-based positions in --sources')
+                        '"evidence", "receipt"}]}; evidence holds 1-based positions in --sources, receipt the '
+                        'source sentence the support model read the sentence against (chunk, path, line, text, '
+                        'support)')
     p.set_defaults(func=cmd_check)
 
 
@@ -177,6 +179,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise HearthError(f"{name}: no such file") from exc
     kind = args.kind or (GROUNDING_QUESTION if args.question else GROUNDING_GENERAL)
     checks = check(answer, sources, shared_embedder(), question=args.question or "", kind=kind)
+    for s in checks.sentences:  # where each receipt's source sentence is
+        if s.receipt:
+            text = sources[s.receipt["chunk"] - 1][1]
+            s.receipt.update(path=args.sources[s.receipt["chunk"] - 1], line=text[: s.receipt["start"]].count("\n") + 1)
     if args.json:
         emit(checks.to_dict(), True)
         return 0
@@ -184,6 +190,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         mark = {"supported": "ok ", "unsupported": "\u26a0  ", "unverifiable": "-  "}[s.verdict]
         cited = f"  (best: {', '.join(args.sources[i - 1] for i in s.evidence)})" if s.evidence else ""
         print(f"{mark}{s.score:.2f}  {s.text.strip()}{cited}")
+        if s.receipt:
+            r = s.receipt
+            print(f"       \u2190 {r['path']} line {r['line']}: \u201c{r['text']}\u201d (support {r['support']:.2f})")
     if checks.score is not None:
         verdict = "supported" if checks.supported else "NOT supported"
         print(f"\nanswer support {checks.score:.2f} ({verdict}; threshold {checks.threshold:.2f})")

@@ -36,6 +36,11 @@ def register(sub) -> None:
                    help="summac: fit on a seeded sample of N validation claims (measuring each takes seconds)")
     q.add_argument("--shipped", action="store_true",
                    help="score with the shipped calibration instead of refitting (refused for data it was fitted on)")
+    q.add_argument("--signal", choices=("check", "support"), default="check",
+                   help="check: the calibrated check (default); support: the support model alone, an answer "
+                        "scored by its weakest sentence")
+    q.add_argument("--support-model", metavar="DIR", help="with --signal support: a model from `hearth train "
+                                                          "support` (default: the shipped one)")
     q.add_argument("--json", action="store_true", help="print one JSON line")
     q.set_defaults(func=cmd_grounding)
 
@@ -82,6 +87,16 @@ def cmd_grounding(args: argparse.Namespace) -> int:
     from assistant.bench.grounding import evaluate
 
     data = _existing(args.data, "data")
+    if args.signal == "support":
+        from assistant.bench.support import evaluate_support
+
+        if args.shipped or args.fit_limit is not None:
+            raise HearthError("--shipped and --fit-limit apply to the calibrated check, not --signal support")
+        folder = _existing(args.support_model, "support model") if args.support_model else None
+        emit(evaluate_support(data, args.format, folder, report=quiet if args.json else say), args.json)
+        return 0
+    if args.support_model:
+        raise HearthError("--support-model goes with --signal support")
     if args.fit_limit is not None and (args.format != "summac" or args.fit_limit < 5):
         raise HearthError("--fit-limit applies to --format summac and needs at least 5 claims")
     emit(evaluate(data, args.format, report=quiet if args.json else say, shipped=args.shipped,

@@ -1,4 +1,4 @@
-"""hearth train tokenizer | pretrain | sft | grounding | merge."""
+"""hearth train tokenizer | pretrain | sft | grounding | support | merge."""
 
 from __future__ import annotations
 
@@ -92,6 +92,23 @@ def register(sub) -> None:
     q.add_argument("--json", action="store_true", help="print one JSON line")
     q.set_defaults(func=cmd_grounding)
 
+    q = ts.add_parser("support", help="train the check's support model (does this passage support this claim?)",
+                      description="Train the support model: LoRA on the bundled MiniLM encoder plus a linear head, "
+                                  "on human-labelled source/claim pairs (SummaC-style claims JSONL with "
+                                  "documents.jsonl beside it, or TRUE-style CSV with grounding, generated_text, "
+                                  "label). Pairs are split into train and validation by source document.")
+    q.add_argument("--data", nargs="+", required=True, metavar="FILE", help="labelled claim files")
+    q.add_argument("--exclude", nargs="*", default=[], metavar="FILE",
+                   help="claim files whose source documents must not be trained on (e.g. a test cut)")
+    q.add_argument("--out", metavar="DIR", help="where the model is written")
+    q.add_argument("--limit", type=int, help="at most N claims from each file (a seeded sample)")
+    q.add_argument("--epochs", type=float, default=1.0, help="passes over the pairs (default %(default)s)")
+    q.add_argument("--r", type=int, default=16, help="LoRA rank (default %(default)s)")
+    q.add_argument("--alpha", type=int, default=32, help="LoRA alpha (default %(default)s)")
+    q.add_argument("--max-len", type=int, default=192, help="tokens of claim + passage (default %(default)s)")
+    add_train_options(q)
+    q.set_defaults(func=cmd_support)
+
     q = ts.add_parser("merge", help="merge a LoRA adapter into its base weights")
     q.add_argument("--adapter", required=True, metavar="DIR")
     q.add_argument("--out", required=True, metavar="DIR")
@@ -147,6 +164,18 @@ def cmd_grounding(args: argparse.Namespace) -> int:
     emit({"out": args.out, "fitted_on": calibrations[GROUNDING_GENERAL].fitted_on,
           "answer_threshold": {k: c.answer_threshold for k, c in calibrations.items()},
           "sentence_threshold": {k: c.sentence_threshold for k, c in calibrations.items()}}, args.json)
+    return 0
+
+
+def cmd_support(args: argparse.Namespace) -> int:
+    from finetune.support import SupportConfig, train_support
+
+    if args.limit is not None and args.limit < 1:
+        raise HearthError("--limit takes N >= 1")
+    config = SupportConfig(data=tuple(Path(f) for f in args.data), out=_out(args),
+                           exclude=tuple(Path(f) for f in args.exclude), limit=args.limit, epochs=args.epochs,
+                           r=args.r, alpha=args.alpha, max_len=args.max_len, resume=_path(args.resume))
+    emit(train_support(config, train_overrides(args), quiet=args.json, report=say), args.json)
     return 0
 
 

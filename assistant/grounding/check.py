@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from assistant.grounding import lexical, model_evidence, semantic
+from assistant.grounding import lexical, model_evidence, semantic, support
 from assistant.grounding.calibration import GENERAL, SENTENCE_FEATURES, Calibration, for_kind, load_calibrations
 from assistant.grounding.consistency import consistency
 from assistant.grounding.split import is_code, split_sentences
@@ -30,6 +30,10 @@ class SentenceCheck:
     score: float
     verdict: str  # "supported" | "unsupported" | "unverifiable"
     evidence: list[int] = field(default_factory=list)  # chunk ids, best first
+    # The source sentence the support model read the sentence against with the best result:
+    # {"chunk": chunk id, "start", "end" (offsets in the chunk's text), "text", "support"}; the
+    # grounded-answer layer adds where it is ("path", "line", "rank").
+    receipt: dict | None = None
 
 
 @dataclass
@@ -55,6 +59,7 @@ class Signals:
     spans: list[tuple[int, int]]
     rows: list[np.ndarray | None]
     evidence: list[list[int]]  # indices into the sources, best first
+    receipts: list[dict | None]  # per sentence: its evidence sentence (source index, start, end) and support
 
 
 def is_verifiable(sentence: str) -> bool:
@@ -68,7 +73,8 @@ class Measurements:
     """What the models say about an answer (the slow part of a check; the signals derive from it).
 
     `cosines[k]` holds the k-th verifiable sentence's cosine to every source sentence, whose
-    source index is in `owners`; `tokens` are the model's per-token log-probabilities.
+    source index is in `owners`; `tokens` are the model's per-token log-probabilities; `support[k]`
+    is the support model's reading of the k-th verifiable sentence (support.measured).
     """
 
     spans: list[tuple[int, int]]
@@ -76,18 +82,19 @@ class Measurements:
     cosines: np.ndarray
     owners: np.ndarray
     tokens: model_evidence.TokenEvidence | None
+    support: list[dict] | None = None
 
     def to_dict(self) -> dict:
         return {"spans": self.spans, "verifiable": self.verifiable,
                 "cosines": np.round(self.cosines, 4).tolist(), "owners": self.owners.tolist(),
-                "tokens": self.tokens.to_dict() if self.tokens is not None else None}
+                "tokens": self.tokens.to_dict() if self.tokens is not None else None, "support": self.support}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Measurements":
         tokens = model_evidence.TokenEvidence.from_dict(d["tokens"]) if d["tokens"] is not None else None
         cosines = np.array(d["cosines"], dtype=np.float32).reshape(len(d["verifiable"]), len(d["owners"]))
         return cls([tuple(s) for s in d["spans"]], d["verifiable"], cosines, np.array(d["owners"], dtype=np.int64),
-                   tokens)
+                   tokens, d.get("support"))
 
 
 def _sentence_text(answer: str, span: tuple[int, int]) -> str:
@@ -95,13 +102,16 @@ def _sentence_text(answer: str, span: tuple[int, int]) -> str:
 
 
 def measure(answer: str, sources: list[str], embedder, scorer: model_evidence.TokenScorer | None,
-            question: str = "") -> Measurements:
-    """Split the answer, embed its verifiable sentences against the sources, score its tokens."""
+            question: str = "", support_model: "support.SupportModel | None" = None) -> Measurements:
+    """Split the answer, embed its verifiable sentences against the sources, score its tokens, and
+    read each against its best source windows (support_model None: left for the caller to add)."""
     spans = split_sentences(answer)
     verifiable = [i for i, span in enumerate(spans) if is_verifiable(_sentence_text(answer, span))]
-    cosines, owners = semantic.similarities(embedder, [_sentence_text(answer, spans[i]) for i in verifiable], sources)
+    texts = [_sentence_text(answer, spans[i]) for i in verifiable]
+    cosines, owners = semantic.similarities(embedder, texts, sources)
     tokens = scorer.score(answer, sources, question) if scorer is not None and verifiable else None
-    return Measurements(spans, verifiable, cosines, owners, tokens)
+    found = support.measured(support_model, texts, sources, cosines) if support_model is not None else None
+    return Measurements(spans, verifiable, cosines, owners, tokens, found)
 
 
 def signals_from(measured: Measurements, answer: str, sources: list[str], question: str = "") -> Signals:
@@ -113,6 +123,7 @@ def signals_from(measured: Measurements, answer: str, sources: list[str], questi
     index = lexical.SourceIndex(sources + ([question] if question else []))
     rows: list[np.ndarray | None] = [None] * len(spans)
     evidence: list[list[int]] = [[] for _ in spans]
+    receipts: list[dict | None] = [None] * len(spans)
     for k, i in enumerate(measured.verifiable):
         a, b = spans[i]
         values = lexical.lexical_features(_sentence_text(answer, spans[i]), index) or {}
@@ -122,13 +133,17 @@ def signals_from(measured: Measurements, answer: str, sources: list[str], questi
         values.update(model or dict.fromkeys(model_evidence.FEATURES, 0.0))
         rows[i] = np.array([values[name] for name in SENTENCE_FEATURES])
         evidence[i] = semantic.best_sources(measured.cosines[k], measured.owners)
-    return Signals(spans, rows, evidence)
+        if measured.support is not None:
+            receipts[i] = support.receipt(measured.support[k], sources)
+    return Signals(spans, rows, evidence, receipts)
 
 
 def signals(answer: str, sources: list[str], embedder, scorer: model_evidence.TokenScorer | None,
-            question: str = "") -> Signals:
-    """Lexical, semantic and model signals of every sentence of the answer."""
-    return signals_from(measure(answer, sources, embedder, scorer, question), answer, sources, question)
+            question: str = "", support_model: "support.SupportModel | None" = None) -> Signals:
+    """Lexical, semantic and model signals of every sentence of the answer, and the support model's
+    receipts (its probabilities are not yet a signal of the calibration: see support.py)."""
+    measured = measure(answer, sources, embedder, scorer, question, support_model or support.shipped_model())
+    return signals_from(measured, answer, sources, question)
 
 
 @lru_cache(maxsize=1)
@@ -177,15 +192,17 @@ def judge(answer: str, sources: list[tuple[int, str]], found: Signals, calibrati
     support_values = calibration.sentence_support(np.stack(rows)) if rows else np.zeros(0)
     if agreement is not None:
         support_values = (support_values + agreement) / 2
-    support = iter(support_values)
+    supports = iter(support_values)
     results = []
-    for (a, b), row, best in zip(found.spans, found.rows, found.evidence):
+    for (a, b), row, best, receipt in zip(found.spans, found.rows, found.evidence, found.receipts):
         if row is None:
             results.append(SentenceCheck(answer[a:b], a, b, 1.0, "unverifiable"))
             continue
-        score = round(float(next(support)), 4)
+        score = round(float(next(supports)), 4)
         verdict = "supported" if score >= calibration.sentence_threshold else "unsupported"
-        results.append(SentenceCheck(answer[a:b], a, b, score, verdict, [sources[j][0] for j in best]))
+        if receipt is not None:  # the receipt names the chunk id, not the source's position
+            receipt = {"chunk": sources[receipt.pop("source")][0], **receipt}
+        results.append(SentenceCheck(answer[a:b], a, b, score, verdict, [sources[j][0] for j in best], receipt))
     score = calibration.answer_support(np.stack(rows)) if rows else None
     if agreement is not None:
         score = (score + float(agreement.mean())) / 2

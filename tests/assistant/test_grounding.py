@@ -215,8 +215,11 @@ def test_checks_json_shape(embedder):
     result = check("The Rhine is 1,230 kilometres long.", [(3, SOURCE)], embedder).to_dict()
     assert set(result) == {"score", "threshold", "sentences"}
     (sentence,) = result["sentences"]
-    assert set(sentence) == {"text", "start", "end", "score", "verdict", "evidence"}
+    assert set(sentence) == {"text", "start", "end", "score", "verdict", "evidence", "receipt"}
     assert sentence["evidence"] == [3] and sentence["verdict"] in ("supported", "unsupported")
+    assert set(sentence["receipt"]) == {"chunk", "start", "end", "text", "support"}
+    assert sentence["receipt"]["chunk"] == 3 and 0 <= sentence["receipt"]["support"] <= 1
+    assert SOURCE[sentence["receipt"]["start"] : sentence["receipt"]["end"]].strip() == sentence["receipt"]["text"]
     json.dumps(result)
 
 

@@ -101,6 +101,27 @@ def test_ask_docs_cites_the_right_file(notes, smollm2_dir, hearth_home):
     by_rank = {s["rank"]: s for s in data["sources"]}
     assert all(by_rank[n]["path"].endswith("hearth.rst") for n in cited), (data["answer"], data["sources"])
     assert data["checks"]["sentences"] and data["checks"]["score"] is not None
+    # every checked sentence names the source sentence it was read against, and where that is
+    for sentence in (s for s in data["checks"]["sentences"] if s["verdict"] != "unverifiable"):
+        receipt = sentence["receipt"]
+        source = by_rank[receipt["rank"]]
+        assert (receipt["chunk"], receipt["path"]) == (source["chunk_id"], source["path"])
+        assert source["text"][receipt["start"] : receipt["end"]].strip() == receipt["text"]
+        assert receipt["line"] == source["line"] + source["text"][: receipt["start"]].count("\n")
+
+
+def test_receipts_are_shown_under_a_checked_answer():
+    from assistant import present
+
+    checks = {"score": 0.9, "threshold": 0.5, "sentences": [
+        {"text": "Hearth keeps chats in SQLite. [1]", "start": 0, "end": 33, "verdict": "supported",
+         "receipt": {"chunk": 7, "rank": 1, "path": "docs/hearth.rst", "line": 12, "page": None, "start": 0, "end": 40,
+                     "text": "Conversations are stored in a SQLite file.", "support": 0.934}},
+        {"text": "Hello!", "start": 34, "end": 40, "verdict": "unverifiable", "receipt": None}]}
+    assert present.receipt_lines(checks) == [
+        "\u2713 \u201cHearth keeps chats in SQLite. [1]\u201d \u2190 [1] line 12: "
+        "\u201cConversations are stored in a SQLite file.\u201d (0.93)"]
+    assert present.receipt_lines({"sentences": [{"text": "x", "verdict": "supported"}]}) == []  # stored before receipts
 
 
 def test_neutralise_is_linear_on_blank_runs_and_keeps_marking_document_lines():
