@@ -200,8 +200,8 @@ def judge(answer: str, sources: list[tuple[int, str]], found: Signals, calibrati
             continue
         score = round(float(next(supports)), 4)
         verdict = "supported" if score >= calibration.sentence_threshold else "unsupported"
-        if receipt is not None:  # the receipt names the chunk id, not the source's position
-            receipt = {"chunk": sources[receipt.pop("source")][0], **receipt}
+        if receipt is not None:  # the receipt names the chunk id, not the source's position (signals stay as measured)
+            receipt = {"chunk": sources[receipt["source"]][0]} | {k: v for k, v in receipt.items() if k != "source"}
         results.append(SentenceCheck(answer[a:b], a, b, score, verdict, [sources[j][0] for j in best], receipt))
     score = calibration.answer_support(np.stack(rows)) if rows else None
     if agreement is not None:
