@@ -9,12 +9,14 @@ from retrieval.chunker import sentences
 FEATURES = ("cosine_best", "cosine_top3")
 
 
+def sentence_spans(texts: list[str]) -> list[tuple[int, int, int]]:
+    """(index of the source, start, end) of every sentence of every source, in order."""
+    return [(i, a, b) for i, text in enumerate(texts) for a, b in sentences(text)]
+
+
 def source_sentences(texts: list[str]) -> list[tuple[int, str]]:
-    """(index of the source, sentence) for every sentence of every source."""
-    out = []
-    for i, text in enumerate(texts):
-        out.extend((i, text[a:b]) for a, b in sentences(text))
-    return out
+    """(index of the source, sentence) for every sentence of every source (the order of sentence_spans)."""
+    return [(i, texts[i][a:b]) for i, a, b in sentence_spans(texts)]
 
 
 def similarities(embedder, answer_sentences: list[str], source_texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

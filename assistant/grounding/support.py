@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from assistant.errors import HearthError
+from assistant.grounding.semantic import sentence_spans  # the order semantic.similarities' cosines follow
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,6 @@ class Support:
     window: Window | None
     read: list[tuple[Window, float]]
     evidence: tuple[int, int, int] | None = None
-
-
-def sentence_spans(texts: list[str]) -> list[tuple[int, int, int]]:
-    """(source index, start, end) of every sentence of every source, in order."""
-    from retrieval.chunker import sentences
-
-    return [(i, a, b) for i, text in enumerate(texts) for a, b in sentences(text)]
 
 
 def window_at(spans: list[tuple[int, int, int]], j: int, radius: int = WINDOW_RADIUS) -> Window:
@@ -205,10 +199,9 @@ class SupportModel:
                 out[idx] = torch.sigmoid(logits.float()).cpu().numpy()
         return out
 
-    def support(self, claims: list[str], sources: list[str], cosines: np.ndarray,
-                spans: list[tuple[int, int, int]] | None = None) -> list[Support]:
+    def support(self, claims: list[str], sources: list[str], cosines: np.ndarray) -> list[Support]:
         """Each claim's support from its best window; cosines[i] ranks the source sentences for claim i."""
-        spans = sentence_spans(sources) if spans is None else spans
+        spans = sentence_spans(sources)
         if not spans:
             return [Support(0.0, None, []) for _ in claims]
         chosen = [top_windows(cosines[i], spans) for i in range(len(claims))]
