@@ -44,26 +44,32 @@ def _short(text: str, limit: int = 70) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-def receipt_lines(checks: dict | None) -> list[str]:
-    """One line per checked sentence that has a receipt: the sentence, and the source sentence the
-    support model read it against ("[n] line L"), with that reading's support."""
+def sentence_lines(checks: dict | None) -> list[str]:
+    """One numbered line per checked sentence (the numbers `/verdict N` takes): its verdict and
+    support, the source sentence the support model read it against ("[n] line L", that reading's
+    support) when the check kept one, and the user's label when there is one."""
+    from assistant.grounding.feedback import checked_sentences
+
     lines = []
-    for s in (checks or {}).get("sentences", []):
-        r = s.get("receipt")  # older stored checks have none
-        if not r or s["verdict"] == "unverifiable":
-            continue
-        where = (f"[{r['rank']}] " if r.get("rank") else "") + (f"page {r['page']}" if r.get("page") else
-                                                                 f"line {r['line']}" if r.get("line") else "")
+    for number, s in enumerate(checked_sentences(checks), 1):
         mark = "\u2713" if s["verdict"] == "supported" else "\u26a0"
-        lines.append(f"{mark} \u201c{_short(s['text'], 50)}\u201d \u2190 {where.strip()}: "
-                     f"\u201c{_short(r['text'])}\u201d ({r['support']:.2f})")
+        line = f"{number} {mark} \u201c{_short(s['text'], 50)}\u201d"
+        r = s.get("receipt")  # older stored checks have none
+        if r:
+            where = (f"[{r['rank']}] " if r.get("rank") else "") + (f"page {r['page']}" if r.get("page") else
+                                                                     f"line {r['line']}" if r.get("line") else "")
+            where = where.strip() + ": " if where.strip() else ""  # a check against the chat has no file
+            line += f" \u2190 {where}\u201c{_short(r['text'])}\u201d ({r['support']:.2f})"
+        if s.get("label"):
+            line += f" \u00b7 you: {s['label']}"
+        lines.append(line)
     return lines
 
 
 def footer(message: Message) -> str:
-    """What follows a checked answer: its support line, its sources, and each sentence's evidence."""
+    """What follows a checked answer: its support line, its sources, and each checked sentence."""
     support = support_line(message.checks)
-    return "\n".join(([support] if support else []) + source_lines(message.sources) + receipt_lines(message.checks))
+    return "\n".join(([support] if support else []) + source_lines(message.sources) + sentence_lines(message.checks))
 
 
 def plain(message: Message) -> str:
@@ -74,7 +80,7 @@ def plain(message: Message) -> str:
         parts.append(f"({support})")
     if message.sources:
         parts.append("Sources:\n" + "\n".join("  " + line for line in source_lines(message.sources)))
-    receipts = receipt_lines(message.checks)
-    if receipts:
-        parts.append("Evidence:\n" + "\n".join("  " + line for line in receipts))
+    sentences = sentence_lines(message.checks)
+    if sentences:
+        parts.append("Checked sentences:\n" + "\n".join("  " + line for line in sentences))
     return "\n\n".join(parts)

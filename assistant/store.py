@@ -250,6 +250,29 @@ class Store:
         )
 
     @_guarded
+    def update_checks(self, message_id: int, checks: dict | None) -> None:
+        """Overwrite a reply's stored check (a verdict the user labelled); the conversation's
+        updated_at stays: labelling is not a new turn."""
+        with write(self.db):
+            self.db["messages"].update(message_id, {"checks": _dumps(checks)})
+
+    @_guarded
+    def labelled_replies(self) -> list[tuple[Message, list[Message]]]:
+        """Every reply with a sentence verdict the user labelled (feedback.mark), oldest first, each
+        with the messages of its conversation before it."""
+        rows = list(self.db.query(
+            "select * from messages where role = 'assistant' and checks is not null and exists "
+            "(select 1 from json_each(messages.checks, '$.sentences') where json_extract(value, '$.label') "
+            "is not null) order by id"))
+        out, conversations = [], {}
+        for row in rows:
+            reply = self._message(row)
+            if reply.conversation_id not in conversations:
+                conversations[reply.conversation_id] = self.messages(reply.conversation_id)
+            out.append((reply, [m for m in conversations[reply.conversation_id] if m.id < reply.id]))
+        return out
+
+    @_guarded
     def delete_message(self, message_id: int) -> None:
         """Delete one message."""
         with write(self.db):

@@ -139,3 +139,66 @@ def test_eval_grounding_summac_reports_balanced_accuracy(tmp_path, hearth_home):
     proc = hearth("eval", "grounding", "--data", str(folder / "claims.jsonl"), "--format", "summac",
                   home=hearth_home, check=False)
     assert proc.returncode == 1 and "fitting set" in proc.stderr
+
+
+def _labelled_history(home):
+    """A chat history in HEARTH_HOME with grounded replies checked by the real check, some of whose
+    sentence verdicts the user labelled (as `/verdict N right|wrong` in the chat does)."""
+    from assistant import grounding
+    from assistant.grounding import feedback
+    from assistant.records import Conversation, Message
+    from assistant.store import Store
+    from retrieval.embedder import shared_embedder
+
+    store = Store(home / "hearth.db")
+    conv = store.create_conversation(Conversation(title="rivers", system_prompt=""))
+    replies = [("How long is the Rhine?", "The Rhine is 1,230 kilometres long. It was dug by Roman engineers.", [1, 2]),
+               ("Where does it end?", "It flows into the North Sea near Rotterdam.", [1]),
+               ("Who swam it?", "Napoleon swam across the Rhine in 1805.", [1])]
+    for question, answer, numbers in replies:
+        store.add_message(conv.id, Message(role="user", content=question))
+        checks = grounding.check(answer, [(1, SOURCE)], shared_embedder(), question=question, kind="question")
+        reply = store.add_message(conv.id, Message(
+            role="assistant", content=answer, status="stop", checks=checks.to_dict(),
+            sources=[{"rank": 1, "path": "rhine.md", "line": 1, "text": SOURCE, "chunk_id": 1}]))
+        for n in numbers:  # the user's truth: only what the source says is supported
+            sentence = feedback.checked_sentences(reply.checks)[n - 1]
+            feedback.mark(reply.checks, n, right=(sentence["verdict"] == "supported") == (sentence["text"] in SOURCE))
+        store.update_checks(reply.id, reply.checks)
+    store.close()
+
+
+@pytest.mark.slow
+def test_feedback_labels_are_scored_and_refit_a_calibration_of_your_own(tmp_path, hearth_home, caplog):
+    proc = hearth("eval", "grounding", "--feedback", home=hearth_home, check=False)
+    assert proc.returncode == 1 and "/verdict N right|wrong" in proc.stderr
+    _labelled_history(hearth_home)
+    out = json.loads(hearth("eval", "grounding", "--feedback", "--json", home=hearth_home).stdout)
+    assert (out["replies"], out["sentences"], out["unsupported"]) == (3, 4, 2)
+    assert (out["answers"], out["answers_hallucinated"]) == (3, 2)
+    assert "yours" not in out and out["shipped"]["fitted_on"].startswith("RAGTruth")
+    assert 0 <= out["shipped"]["sentence_auroc"] <= 1 and 0 <= out["shipped"]["agreement"] <= 1
+
+    data = ragtruth_fixture(tmp_path / "rt.jsonl")
+    fitted = json.loads(hearth("train", "grounding", "--ragtruth", str(data), "--feedback", "--json",
+                               home=hearth_home).stdout)
+    personal = hearth_home / "grounding" / "weights.json"
+    assert fitted["out"] == str(personal) and personal.is_file() and fitted["feedback_replies"] == 3
+    assert fitted["fitted_on"] == "RAGTruth rt.jsonl (12) + your labels (4 sentences of 3 replies, weight 5)"
+    again = json.loads(hearth("eval", "grounding", "--feedback", "--json", home=hearth_home).stdout)
+    assert again["yours"]["fitted_on"] == fitted["fitted_on"] and again["shipped"] == out["shipped"]
+
+    # the check uses your calibration from now on (its threshold is the one printed)
+    (tmp_path / "rhine.md").write_text(SOURCE)
+    checked = hearth("check", "--sources", str(tmp_path / "rhine.md"), "--answer", "The Rhine flows into the North "
+                     "Sea.", home=hearth_home).stdout
+    assert f"threshold {fitted['answer_threshold']['general']:.2f})" in checked
+    # after an upgrade that changes the signals, the old calibration is set aside, not a crash
+    weights = json.loads(personal.read_text())
+    weights["general"]["sentence"]["features"][0] = "a signal of an older Hearth"
+    personal.write_text(json.dumps(weights))
+    proc = hearth("check", "--sources", str(tmp_path / "rhine.md"), "--answer", "The Rhine flows into the North "
+                  "Sea.", home=hearth_home)
+    assert "your calibration is not used" in caplog.text and "fitted on other signals" in caplog.text
+    from assistant.grounding.check import shipped_calibration
+    assert f"threshold {shipped_calibration().answer_threshold:.2f})" in proc.stdout

@@ -591,6 +591,17 @@ class HearthApp(App):
             return
         self.push_screen(SourcesScreen(reply.sources))
 
+    def cmd_verdict(self, arg: str) -> None:
+        number, _, said = arg.partition(" ")
+        if not number.isdigit() or said.strip() not in ("right", "wrong"):
+            raise HearthError("/verdict takes a sentence number and right or wrong, e.g. /verdict 2 wrong "
+                              "(the numbers are under the reply)")
+        if self.session is None:
+            return
+        sentence = self.session.mark_verdict(int(number), said.strip() == "right")
+        self.render_messages(self.session.messages)
+        self.update_status(f"sentence {number} labelled {sentence['label']} (the check said {sentence['verdict']})")
+
     def cmd_clear(self, arg: str) -> None:
         if self.session is None:
             return

@@ -31,6 +31,8 @@ COMMANDS = [
     Command("/sources", "", "show the sources of the last answer"),
     Command("/check", "|".join((*POLICIES, "on", "off")),
             "what to do with unsupported grounded answers; on/off checks answers without documents"),
+    Command("/verdict", "N right|wrong", "say whether the check got sentence N of the last checked reply right "
+                                          "(stored; `hearth train grounding --feedback` learns from it)"),
     Command("/regen", "", "regenerate the last reply"),
     Command("/edit", "", "edit and resend the last message"),
     Command("/export", "|".join((*FORMATS, ALL)) + " [FILE]", "export this conversation (or all as ChatML JSONL)"),

@@ -22,6 +22,7 @@ import numpy as np
 from assistant.config import GROUNDING_QUESTION, ensure_dir, hearth_home
 from assistant.errors import HearthError
 from assistant.files import read_records, write_atomic
+from assistant.grounding import feedback
 from assistant.grounding.calibration import (GENERAL, KIND_REGULARISATION, KINDS, REGULARISATION, SENTENCE_FEATURES,
                                              Calibration, for_kind, save_calibrations)
 
@@ -34,13 +35,18 @@ TASK_QUESTIONS = {
     "Data2txt": "Write an objective overview of the local business from its structured data.",
 }
 # The kind of grounded request (calibration.KINDS) each labelled task is; WiCE's claims are "general".
-TASK_KINDS = {"QA": GROUNDING_QUESTION, "Summary": "summary", "Data2txt": "data"}
+TASK_KINDS = {"QA": GROUNDING_QUESTION, "Summary": "summary", "Data2txt": "data"} | feedback.TASK_KINDS
 MIN_KIND_LABELS = 20  # a kind gets its own calibration only with this many answers of each label
 
 
 @dataclass
 class Example:
-    """One labelled answer: `spans` are the human-marked hallucinated character ranges (RAGTruth)."""
+    """One labelled answer: `spans` are the human-marked hallucinated character ranges (RAGTruth).
+
+    A user's labels (grounding.feedback) cover only some sentences: `labelled` holds the ranges
+    whose truth is known (None: all of the answer), and `hallucinated` is None when the answer's
+    own label is not known.
+    """
 
     id: str
     group: str
@@ -48,8 +54,9 @@ class Example:
     question: str
     sources: list[str]
     answer: str
-    hallucinated: bool
+    hallucinated: bool | None
     spans: list[tuple[int, int]]
+    labelled: list[tuple[int, int]] | None = None
 
     @property
     def kind(self) -> str:
@@ -136,17 +143,34 @@ class Scored:
     example: Example
     rows: np.ndarray  # (n, len(SENTENCE_FEATURES))
     labels: np.ndarray  # per row: does a human-marked span overlap the sentence
+    known: np.ndarray | None = None  # per row: is its label known (None: every row's is)
+    weight: float = 1.0  # how much the example counts in a fit
+
+    @property
+    def labelled_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, labels) of the sentences whose label is known."""
+        return (self.rows, self.labels) if self.known is None else (self.rows[self.known], self.labels[self.known])
 
 
-def compute_signals(examples: list[Example], data: Path, report: Callable[[str], None] = print) -> list[Scored]:
-    """Signals of every example; the model measurements come from the cache when this file was seen."""
+def file_cache(data: Path) -> Path:
+    """Where the measurements of a labelled file's examples are kept."""
+    key = hashlib.sha256(Path(data).read_bytes() + MEASUREMENTS_VERSION.encode()).hexdigest()[:16]
+    return ensure_dir(hearth_home() / "cache" / "grounding") / f"{key}.json"
+
+
+def feedback_cache() -> Path:
+    """Where the measurements of the user's labelled replies are kept (keyed by their text)."""
+    return ensure_dir(hearth_home() / "cache" / "grounding") / f"feedback-{MEASUREMENTS_VERSION}.json"
+
+
+def compute_signals(examples: list[Example], cache: Path, report: Callable[[str], None] = print) -> list[Scored]:
+    """Signals of every example; the model measurements of an example already in the cache file
+    (by id) are read from it."""
     from tqdm import tqdm
 
     from assistant.grounding.check import Measurements, default_scorer, measure, signals_from
     from retrieval.embedder import shared_embedder
 
-    key = hashlib.sha256(Path(data).read_bytes() + MEASUREMENTS_VERSION.encode()).hexdigest()[:16]
-    cache = ensure_dir(hearth_home() / "cache" / "grounding") / f"{key}.json"
     cached = json.loads(cache.read_text()) if cache.is_file() else {}
     todo = [e for e in examples if e.id not in cached]
     if todo:
@@ -162,11 +186,16 @@ def compute_signals(examples: list[Example], data: Path, report: Callable[[str],
     out = []
     for e in examples:
         found = signals_from(Measurements.from_dict(cached[e.id]), e.answer, e.sources, e.question)
-        rows = [(r, any(s < b and t > a for s, t in e.spans)) for (a, b), r in zip(found.spans, found.rows)
-                if r is not None]
-        out.append(Scored(e, np.array([r for r, _ in rows], dtype=np.float64).reshape(-1, len(SENTENCE_FEATURES)),
-                          np.array([lab for _, lab in rows], dtype=bool)))
+        rows = [(r, _overlaps(a, b, e.spans), e.labelled is None or _overlaps(a, b, e.labelled))
+                for (a, b), r in zip(found.spans, found.rows) if r is not None]
+        out.append(Scored(e, np.array([r for r, _, _ in rows], dtype=np.float64).reshape(-1, len(SENTENCE_FEATURES)),
+                          np.array([lab for _, lab, _ in rows], dtype=bool),
+                          None if e.labelled is None else np.array([k for _, _, k in rows], dtype=bool)))
     return out
+
+
+def _overlaps(a: int, b: int, spans: list[tuple[int, int]]) -> bool:
+    return any(s < b and t > a for s, t in spans)
 
 
 def _save(path: Path, data: dict) -> None:
@@ -183,8 +212,9 @@ def fit(scored: list[Scored], fitted_on: str = "") -> dict[str, Calibration]:
     calibrations = {GENERAL: general}
     for kind in (k for k in KINDS if k != GENERAL):
         own = [s for s in usable if s.example.kind == kind]
-        positives = sum(s.example.hallucinated for s in own)
-        if min(positives, len(own) - positives) >= MIN_KIND_LABELS:
+        positives = sum(s.example.hallucinated is True for s in own)
+        negatives = sum(s.example.hallucinated is False for s in own)
+        if min(positives, negatives) >= MIN_KIND_LABELS:
             calibrations[kind] = _fit_one(own, f"{fitted_on} ({len(own)} {kind} answers)", KIND_REGULARISATION,
                                           base=general)
     return calibrations
@@ -192,8 +222,13 @@ def fit(scored: list[Scored], fitted_on: str = "") -> dict[str, Calibration]:
 
 def _fit_one(usable: list[Scored], fitted_on: str, c: float = REGULARISATION,
              base: Calibration | None = None) -> Calibration:
-    return Calibration.fit(np.concatenate([s.rows for s in usable]), np.concatenate([s.labels for s in usable]),
-                           [s.rows for s in usable], [s.example.hallucinated for s in usable], fitted_on, c, base)
+    """Sentences whose label is known fit the sentence model, answers whose label is known the answer model."""
+    sentences = [s.labelled_rows for s in usable]
+    answers = [s for s in usable if s.example.hallucinated is not None]
+    return Calibration.fit(np.concatenate([x for x, _ in sentences]), np.concatenate([y for _, y in sentences]),
+                           [s.rows for s in answers], [s.example.hallucinated for s in answers], fitted_on, c, base,
+                           sentence_weight=np.concatenate([np.full(len(y), s.weight) for s, (_, y) in zip(usable, sentences)]),
+                           answer_weight=np.array([s.weight for s in answers]))
 
 
 def predict(calibrations: dict[str, Calibration], scored: list[Scored]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -267,10 +302,10 @@ def evaluate(data: Path, fmt: str, report: Callable[[str], None] = print, shippe
         loader = LOADERS.get(fmt)
         if loader is None:
             raise HearthError(f"unknown format {fmt!r}: use ragtruth or wice.")
-        scored = compute_signals(loader(test_file), test_file, report)
+        scored = compute_signals(loader(test_file), file_cache(test_file), report)
         return metrics(fmt, scored, *predict(shipped_calibrations(), scored))
     if fmt == "ragtruth":
-        scored = compute_signals(load_ragtruth(data), data, report)
+        scored = compute_signals(load_ragtruth(data), file_cache(data), report)
         answer_p = np.zeros(len(scored))
         sentence_p: list[np.ndarray] = [np.zeros(0)] * len(scored)
         for train, test in grouped_folds(scored):
@@ -283,8 +318,8 @@ def evaluate(data: Path, fmt: str, report: Callable[[str], None] = print, shippe
         return _evaluate_summac(Path(data), report, fit_limit)
     if fmt == "wice":
         test_file, dev_file = wice_pair(data)
-        calibrations = fit(compute_signals(load_wice(dev_file), dev_file, report))
-        scored = compute_signals(load_wice(test_file), test_file, report)
+        calibrations = fit(compute_signals(load_wice(dev_file), file_cache(dev_file), report))
+        scored = compute_signals(load_wice(test_file), file_cache(test_file), report)
         return metrics(fmt, scored, *predict(calibrations, scored))
     raise HearthError(f"unknown format {fmt!r}: use ragtruth, wice or summac.")
 
@@ -306,13 +341,13 @@ def _evaluate_summac(test_file: Path, report: Callable[[str], None], fit_limit: 
     validation = [e for e in load_summac(validation_file) if e.task in datasets]
     if fit_limit is not None and fit_limit < len(validation):
         validation = random.Random(0).sample(validation, fit_limit)
-    fitting = compute_signals(validation, validation_file, report)
+    fitting = compute_signals(validation, file_cache(validation_file), report)
     calibrations = fit(fitting, f"SummaC {validation_file.name} {'/'.join(sorted(datasets))} ({len(fitting)})")
     fit_p, _ = predict(calibrations, fitting)
     fit_y = np.array([s.example.hallucinated for s in fitting])
     candidates = np.unique(fit_p)
     threshold = float(max(candidates, key=lambda t: balanced_accuracy_score(fit_y, fit_p >= t)))
-    scored = compute_signals(tested, test_file, report)
+    scored = compute_signals(tested, file_cache(test_file), report)
     answer_p, sentence_p = predict(calibrations, scored)
     y = np.array([s.example.hallucinated for s in scored])
     out = metrics("summac", scored, answer_p, sentence_p)
@@ -335,21 +370,65 @@ def wice_pair(data: Path) -> tuple[Path, Path]:
     return test, dev
 
 
-def fit_shipped(ragtruth: Path, wice: Path | None, out: Path,
-                report: Callable[[str], None] = print) -> dict[str, Calibration]:
-    """Fit the shipped calibrations on all of RAGTruth (and WiCE's dev claims) and write them."""
-    scored = compute_signals(load_ragtruth(ragtruth), ragtruth, report)
+def fit_and_save(ragtruth: Path, wice: Path | None, out: Path, feedback_examples: list[Example] | None = None,
+                 feedback_weight: float = 1.0, report: Callable[[str], None] = print) -> dict[str, Calibration]:
+    """Fit the calibrations on all of RAGTruth (and WiCE's dev claims, and the user's labelled
+    replies, each counting feedback_weight times) and write them to out."""
+    scored = compute_signals(load_ragtruth(ragtruth), file_cache(ragtruth), report)
     names = [f"RAGTruth {Path(ragtruth).name} ({len(scored)})"]
     if wice is not None:
         _, dev = wice_pair(wice)
-        more = compute_signals(load_wice(dev), dev, report)
+        more = compute_signals(load_wice(dev), file_cache(dev), report)
         scored += more
         names.append(f"WiCE {dev.name} ({len(more)})")
+    if feedback_examples:
+        yours = compute_signals(feedback_examples, feedback_cache(), report)
+        for s in yours:
+            s.weight = feedback_weight
+        sentences = sum(len(s.labelled_rows[1]) for s in yours)
+        scored += yours
+        names.append(f"your labels ({sentences} sentences of {len(yours)} replies, weight {feedback_weight:g})")
     calibrations = fit(scored, " + ".join(names))
+    ensure_dir(Path(out).parent)
     save_calibrations(calibrations, out)
     for kind, c in calibrations.items():
         report(f"wrote {out} [{kind}]: answer threshold {c.answer_threshold}, sentence threshold {c.sentence_threshold}")
     return calibrations
+
+
+def evaluate_feedback(store, report: Callable[[str], None] = print) -> dict:
+    """How the shipped calibration, and the user's own if there is one, judge the sentences the
+    user labelled: AUROC of P(hallucinated) against the labels (sentences, and answers whose label
+    is known) and the share of labelled sentences whose verdict agrees with the label."""
+    from sklearn.metrics import roc_auc_score
+
+    from assistant.grounding.check import personal_calibrations, shipped_calibrations
+
+    examples = feedback.examples(store)
+    if not examples:
+        raise HearthError("no labelled verdicts in the history yet: in the chat, `/verdict N right|wrong` labels "
+                          "sentence N of the last checked reply")
+    scored = compute_signals(examples, feedback_cache(), report)
+    labels = np.concatenate([s.labelled_rows[1] for s in scored])
+    answers = [i for i, s in enumerate(scored) if s.example.hallucinated is not None and len(s.rows)]
+    answer_y = np.array([scored[i].example.hallucinated for i in answers], dtype=bool)
+    out = {"format": "feedback", "replies": len(scored), "sentences": int(len(labels)),
+           "unsupported": int(labels.sum()), "answers": len(answers), "answers_hallucinated": int(answer_y.sum())}
+    for name, calibrations in (("shipped", shipped_calibrations()), ("yours", personal_calibrations())):
+        if calibrations is None:
+            continue
+        answer_p, sentence_p = predict(calibrations, scored)
+        p = np.concatenate([rows if s.known is None else rows[s.known] for s, rows in zip(scored, sentence_p)])
+        thresholds = np.concatenate([np.full(len(s.labelled_rows[1]), for_kind(calibrations, s.example.kind).sentence_threshold)
+                                     for s in scored])
+        out[name] = {
+            "fitted_on": calibrations[GENERAL].fitted_on,
+            "sentence_auroc": round(float(roc_auc_score(labels, p)), 4) if len(set(labels)) == 2 else None,
+            "answer_auroc": (round(float(roc_auc_score(answer_y, answer_p[answers])), 4)
+                             if len(set(answer_y)) == 2 else None),
+            "agreement": round(float(np.mean((1 - p < thresholds) == labels)), 4) if len(labels) else None,
+        }
+    return out
 
 
 def bench(sentences: int = 5, sources: int = 5, repeats: int = 3) -> dict:

@@ -27,11 +27,14 @@ def register(sub) -> None:
     q.set_defaults(func=cmd_perplexity)
 
     q = es.add_parser("grounding", help="AUROC / precision / recall / F1 of the hallucination check on human labels")
-    q.add_argument("--data", required=True, metavar="FILE",
+    q.add_argument("--data", metavar="FILE",
                    help="RAGTruth JSONL; WiCE's claim_test.jsonl (or its folder; claim_dev.jsonl fits the calibration); "
                         "or SummaC claims such as cogensumm_test_claims.jsonl (claims.jsonl beside it fits the "
                         "calibration and the balanced-accuracy threshold, documents.jsonl holds the sources)")
-    q.add_argument("--format", required=True, choices=("ragtruth", "wice", "summac"))
+    q.add_argument("--format", choices=("ragtruth", "wice", "summac"))
+    q.add_argument("--feedback", action="store_true",
+                   help="instead of --data: score the verdicts you labelled in the chat (/verdict N right|wrong) "
+                        "with the shipped calibration and with yours (from `hearth train grounding --feedback`)")
     q.add_argument("--fit-limit", type=int, metavar="N",
                    help="summac: fit on a seeded sample of N validation claims (measuring each takes seconds)")
     q.add_argument("--shipped", action="store_true",
@@ -86,6 +89,18 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
 def cmd_grounding(args: argparse.Namespace) -> int:
     from assistant.bench.grounding import evaluate
 
+    if args.feedback:
+        from assistant.bench.grounding import evaluate_feedback
+        from assistant.store import Store
+
+        if args.data or args.format or args.shipped or args.fit_limit is not None or args.signal != "check":
+            raise HearthError("--feedback scores your labels by itself: leave out --data, --format, --shipped, "
+                              "--fit-limit and --signal")
+        result = evaluate_feedback(Store(), report=quiet if args.json else say)
+        emit(result if args.json else feedback_report(result), args.json)
+        return 0
+    if not (args.data and args.format):
+        raise HearthError("say what to score: --data FILE --format ragtruth|wice|summac (or --feedback)")
     data = _existing(args.data, "data")
     if args.signal == "support":
         from assistant.bench.support import evaluate_support
@@ -102,6 +117,19 @@ def cmd_grounding(args: argparse.Namespace) -> int:
     emit(evaluate(data, args.format, report=quiet if args.json else say, shipped=args.shipped,
                   fit_limit=args.fit_limit), args.json)
     return 0
+
+
+def feedback_report(result: dict) -> str:
+    """`eval grounding --feedback` as text: the labels, then each calibration's figures."""
+    lines = [f"{result['replies']} labelled replies: {result['sentences']} sentences ({result['unsupported']} "
+             f"unsupported), {result['answers']} answers whose label is known ({result['answers_hallucinated']} "
+             "hallucinated)"]
+    for name in ("shipped", "yours"):
+        if name in result:
+            r = result[name]
+            lines.append(f"{name}: sentence AUROC {_cell(r['sentence_auroc'])}, answer AUROC {_cell(r['answer_auroc'])}, "
+                         f"verdicts agreeing with your labels {_cell(r['agreement'])}  (fitted on {r['fitted_on']})")
+    return "\n".join(lines)
 
 
 def cmd_answers(args: argparse.Namespace) -> int:

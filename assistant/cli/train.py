@@ -84,11 +84,20 @@ def register(sub) -> None:
     add_train_options(q)
     q.set_defaults(func=cmd_sft)
 
-    q = ts.add_parser("grounding", help="fit the hallucination check's calibration on human labels")
+    q = ts.add_parser("grounding", help="fit the hallucination check's calibration on human labels",
+                      description="Fit the check's calibration on RAGTruth (and WiCE's dev claims). With "
+                                  "--feedback, the verdicts you labelled in the chat (/verdict N right|wrong) "
+                                  "are added, and the result is your own calibration, which the check uses "
+                                  "from then on (delete the file it names to go back to the shipped one). "
+                                  "Every answer is measured by the default model once (seconds each; cached).")
     q.add_argument("--ragtruth", required=True, metavar="FILE", help="RAGTruth JSONL with source_info and labels")
     q.add_argument("--wice", metavar="DIR", help="WiCE folder: its claim_dev.jsonl is added to the fit")
-    q.add_argument("--out", default=str(Path(__file__).parent.parent / "grounding" / "weights.json"),
-                   help="where to write the weights (default: the shipped assistant/grounding/weights.json)")
+    q.add_argument("--feedback", action="store_true",
+                   help="add the sentence verdicts you labelled in the chat (stored with the replies)")
+    q.add_argument("--feedback-weight", type=float, default=5.0, metavar="W",
+                   help="how many public labels each of yours counts as (default %(default)s)")
+    q.add_argument("--out", help="where to write the weights (default: the shipped assistant/grounding/weights.json; "
+                                 "with --feedback, your own calibration under HEARTH_HOME/grounding/)")
     q.add_argument("--json", action="store_true", help="print one JSON line")
     q.set_defaults(func=cmd_grounding)
 
@@ -157,11 +166,28 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
 
 def cmd_grounding(args: argparse.Namespace) -> int:
-    from assistant.bench.grounding import fit_shipped
+    from assistant.bench.grounding import fit_and_save
     from assistant.config import GROUNDING_GENERAL
+    from assistant.grounding.calibration import WEIGHTS
+    from assistant.grounding.check import personal_weights
 
-    calibrations = fit_shipped(Path(args.ragtruth), _path(args.wice), Path(args.out), report=say)
-    emit({"out": args.out, "fitted_on": calibrations[GROUNDING_GENERAL].fitted_on,
+    examples = None
+    if args.feedback:
+        from assistant.grounding.feedback import examples as labelled_examples
+        from assistant.store import Store
+
+        examples = labelled_examples(Store())
+        if not examples:
+            raise HearthError("no labelled verdicts in the history yet: in the chat, `/verdict N right|wrong` "
+                              "labels sentence N of the last checked reply")
+        if args.feedback_weight <= 0:
+            raise HearthError("--feedback-weight must be above 0")
+    out = Path(args.out) if args.out else personal_weights() if args.feedback else WEIGHTS
+    calibrations = fit_and_save(Path(args.ragtruth), _path(args.wice), out, examples, args.feedback_weight, report=say)
+    if args.feedback:
+        say(f"the check now uses {out} (fitted with your labels); delete it to go back to the shipped calibration")
+    emit({"out": str(out), "fitted_on": calibrations[GROUNDING_GENERAL].fitted_on,
+          "feedback_replies": len(examples or []),
           "answer_threshold": {k: c.answer_threshold for k, c in calibrations.items()},
           "sentence_threshold": {k: c.sentence_threshold for k, c in calibrations.items()}}, args.json)
     return 0

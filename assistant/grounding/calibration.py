@@ -52,13 +52,16 @@ class LogisticModel:
         return 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.coef) + self.intercept)))
 
     @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray, features: tuple[str, ...], c: float = REGULARISATION) -> "LogisticModel":
+    def fit(cls, x: np.ndarray, y: np.ndarray, features: tuple[str, ...], c: float = REGULARISATION,
+            weight: np.ndarray | None = None) -> "LogisticModel":
         from sklearn.linear_model import LogisticRegression
 
         x = np.asarray(x, dtype=np.float64)
-        mean, scale = x.mean(0), x.std(0)
+        mean = np.average(x, axis=0, weights=weight)  # weighted as the fit is: weight 2 is the row given twice
+        scale = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=weight))
         scale[scale == 0] = 1.0
-        model = LogisticRegression(C=c, max_iter=5000).fit((x - mean) / scale, np.asarray(y, dtype=int))
+        model = LogisticRegression(C=c, max_iter=5000).fit((x - mean) / scale, np.asarray(y, dtype=int),
+                                                            sample_weight=weight)
         return cls(list(features), mean.tolist(), scale.tolist(), model.coef_[0].tolist(), float(model.intercept_[0]))
 
 
@@ -99,11 +102,14 @@ class Calibration:
 
     @classmethod
     def fit(cls, sentence_x, sentence_y, answers: list[np.ndarray], answer_y, fitted_on: str = "",
-            c: float = REGULARISATION, base: "Calibration | None" = None) -> "Calibration":
-        """Fit both models; answers is one (n_sentences, n_features) array per labelled answer."""
+            c: float = REGULARISATION, base: "Calibration | None" = None, sentence_weight: np.ndarray | None = None,
+            answer_weight: np.ndarray | None = None) -> "Calibration":
+        """Fit both models; answers is one (n_sentences, n_features) array per labelled answer; the
+        weights say how much each sentence and answer counts (default: alike)."""
         sentence_y, answer_y = np.asarray(sentence_y, bool), np.asarray(answer_y, bool)
-        sentence = LogisticModel.fit(sentence_x, sentence_y, SENTENCE_FEATURES, c)
-        answer = LogisticModel.fit(np.stack([answer_features(a) for a in answers]), answer_y, ANSWER_FEATURES, c)
+        sentence = LogisticModel.fit(sentence_x, sentence_y, SENTENCE_FEATURES, c, sentence_weight)
+        answer = LogisticModel.fit(np.stack([answer_features(a) for a in answers]), answer_y, ANSWER_FEATURES, c,
+                                   answer_weight)
         made = cls(sentence, answer, 0.5, 0.5, fitted_on, base)
         made.sentence_threshold = best_f1_threshold(made.sentence_support(np.asarray(sentence_x)), sentence_y)
         made.answer_threshold = best_f1_threshold(np.array([made.answer_support(a) for a in answers]), answer_y)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
+from assistant.config import hearth_home
 from assistant.grounding import lexical, model_evidence, semantic, support
 from assistant.grounding.calibration import GENERAL, SENTENCE_FEATURES, Calibration, for_kind, load_calibrations
 from assistant.grounding.consistency import consistency
 from assistant.grounding.split import is_code, split_sentences
+
+log = logging.getLogger(__name__)
 
 # Five sources of ~256 tokens fit; longer source sets are cut in the middle (cost grows with length).
 SCORER_MAX_TOKENS = 2048
@@ -156,6 +161,37 @@ def shipped_calibration(kind: str = GENERAL) -> Calibration:
     return for_kind(shipped_calibrations(), kind)
 
 
+def personal_weights() -> Path:
+    """Where `hearth train grounding --feedback` writes the user's own calibration (fitted with
+    their labels); the check uses it instead of the shipped one while it is there."""
+    return hearth_home() / "grounding" / "weights.json"
+
+
+@lru_cache(maxsize=4)
+def _personal(path: str, mtime_ns: int) -> dict[str, Calibration] | None:
+    try:
+        return load_calibrations(Path(path))
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # e.g. fitted before an upgrade changed the signals
+        log.warning("your calibration is not used, the shipped one is (%s). `hearth train grounding --feedback` "
+                    "refits yours.", exc if path in str(exc) else f"{path}: {exc}")
+        return None
+
+
+def personal_calibrations() -> dict[str, Calibration] | None:
+    """The user's own calibrations, if they exist and fit the current signals."""
+    path = personal_weights()
+    try:
+        mtime_ns = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    return _personal(str(path), mtime_ns)
+
+
+def active_calibrations() -> dict[str, Calibration]:
+    """The user's own calibrations when there are usable ones, else the shipped ones."""
+    return personal_calibrations() or shipped_calibrations()
+
+
 @lru_cache(maxsize=1)
 def default_scorer() -> model_evidence.TokenScorer:
     return model_evidence.TokenScorer(max_tokens=SCORER_MAX_TOKENS)
@@ -165,8 +201,8 @@ def check(answer: str, sources: list[tuple[int, str]], embedder, scorer=None, qu
           calibration: Calibration | None = None, samples: list[str] | None = None, kind: str = GENERAL) -> Checks:
     """Score every sentence of the answer against (chunk id, text) sources.
 
-    kind names what the answer was asked to do (calibration.KINDS) and picks the shipped
-    calibration when none is given. scorer defaults to the default model; pass False to leave the
+    kind names what the answer was asked to do (calibration.KINDS) and picks the calibration
+    (active_calibrations: the user's own, else the shipped one) when none is given. scorer defaults to the default model; pass False to leave the
     model signals out (their features are then zero, which the calibration reads as weak evidence).
     samples, re-sampled answers to the same prompt, turn on self-consistency.
     """
@@ -177,7 +213,7 @@ def check(answer: str, sources: list[tuple[int, str]], embedder, scorer=None, qu
     if samples and any(r is not None for r in found.rows):
         texts = [_sentence_text(answer, span) for span, r in zip(found.spans, found.rows) if r is not None]
         agreement = consistency(texts, samples, embedder)
-    return judge(answer, sources, found, calibration or shipped_calibration(kind), agreement)
+    return judge(answer, sources, found, calibration or for_kind(active_calibrations(), kind), agreement)
 
 
 def judge(answer: str, sources: list[tuple[int, str]], found: Signals, calibration: Calibration,

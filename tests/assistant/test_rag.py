@@ -118,10 +118,13 @@ def test_receipts_are_shown_under_a_checked_answer():
          "receipt": {"chunk": 7, "rank": 1, "path": "docs/hearth.rst", "line": 12, "page": None, "start": 0, "end": 40,
                      "text": "Conversations are stored in a SQLite file.", "support": 0.934}},
         {"text": "Hello!", "start": 34, "end": 40, "verdict": "unverifiable", "receipt": None}]}
-    assert present.receipt_lines(checks) == [
-        "\u2713 \u201cHearth keeps chats in SQLite. [1]\u201d \u2190 [1] line 12: "
+    assert present.sentence_lines(checks) == [
+        "1 \u2713 \u201cHearth keeps chats in SQLite. [1]\u201d \u2190 [1] line 12: "
         "\u201cConversations are stored in a SQLite file.\u201d (0.93)"]
-    assert present.receipt_lines({"sentences": [{"text": "x", "verdict": "supported"}]}) == []  # stored before receipts
+    # stored before receipts: the sentence is still numbered, so its verdict can be labelled
+    assert present.sentence_lines({"sentences": [{"text": "x", "verdict": "unsupported"}]}) == ["1 \u26a0 \u201cx\u201d"]
+    checks["sentences"][0]["label"] = "unsupported"
+    assert present.sentence_lines(checks)[0].endswith("(0.93) \u00b7 you: unsupported")
 
 
 def test_neutralise_is_linear_on_blank_runs_and_keeps_marking_document_lines():

@@ -183,6 +183,17 @@ async def test_check_command_sets_the_policy_and_checks_plain_answers(make_app, 
         assert reply.role == "assistant" and reply.checks is not None
         footer = list(app.query(MessageBox))[-1].footer
         assert footer.display and "support" in str(footer.render())
+        # the user says the check got sentence 1 wrong: the label is stored with the reply and shown under it
+        said = reply.checks["sentences"][0]["verdict"]
+        await app.run_slash("/verdict", "1 wrong")
+        stored = store.messages(app.conversation_id)[-1].checks["sentences"][0]
+        assert stored["verdict"] == said and stored["label"] == {"supported": "unsupported"}.get(said, "supported")
+        await until(pilot, lambda: f"you: {stored['label']}" in str(list(app.query(MessageBox))[-1].footer.render()))
+        assert f"labelled {stored['label']}" in status(app)
+        await app.run_slash("/verdict", "7 right")
+        assert "no checked sentence 7" in status(app)
+        await app.run_slash("/verdict", "one")
+        assert "/verdict takes a sentence number" in status(app)
 
 
 async def test_switch_backend_mid_chat_records_each_writer(make_app, store, tiny_llama_dir):
