@@ -345,15 +345,14 @@ class ChatSession:
         return next((m for m in reversed(self.messages) if m.role == "assistant"), None)
 
     def mark_verdict(self, number: int, right: bool) -> dict:
-        """Label the number-th checked sentence of the newest checked reply: its verdict was right
-        or wrong (grounding.feedback). The label is stored with the reply; returns the sentence."""
+        """Label the number-th checked sentence of the last reply: its verdict was right or wrong
+        (grounding.feedback). The label is stored with the reply; returns the sentence."""
         from assistant.grounding import feedback
 
-        reply = next((m for m in reversed(self.messages) if m.role == "assistant" and feedback.checked_sentences(m.checks)),
-                     None)
-        if reply is None:
-            raise HearthError("no reply in this conversation has checked sentences to mark (grounded answers, "
-                              "or any answer with /check on, are checked)")
+        reply = self.last_reply()
+        if reply is None or not feedback.checked_sentences(reply.checks):
+            raise HearthError("the last reply has no checked sentences to mark (answers from documents are "
+                              "checked, and any answer with /check on)")
         sentence = feedback.mark(reply.checks, number, right)
         if self.store is not None and reply.id is not None:
             self.store.update_checks(reply.id, reply.checks)

@@ -31,7 +31,7 @@ COMMANDS = [
     Command("/sources", "", "show the sources of the last answer"),
     Command("/check", "|".join((*POLICIES, "on", "off")),
             "what to do with unsupported grounded answers; on/off checks answers without documents"),
-    Command("/verdict", "N right|wrong", "say whether the check got sentence N of the last checked reply right "
+    Command("/verdict", "N right|wrong", "say whether the check got sentence N of the last reply right "
                                           "(stored; `hearth train grounding --feedback` learns from it)"),
     Command("/regen", "", "regenerate the last reply"),
     Command("/edit", "", "edit and resend the last message"),

@@ -168,20 +168,31 @@ def compute_signals(examples: list[Example], cache: Path, report: Callable[[str]
     (by id) are read from it."""
     from tqdm import tqdm
 
-    from assistant.grounding.check import Measurements, default_scorer, measure, signals_from
+    from assistant.grounding.check import Measurements, add_support, default_scorer, measure, signals_from
+    from assistant.grounding.support import shipped_model
     from retrieval.embedder import shared_embedder
 
     cached = json.loads(cache.read_text()) if cache.is_file() else {}
     todo = [e for e in examples if e.id not in cached]
     if todo:
-        report(f"measuring {len(todo)} answers with the embedder and the default model (cached in {cache})")
-        embedder, scorer = shared_embedder(), default_scorer()
+        report(f"measuring {len(todo)} answers with the embedder, the default model and the support model "
+               f"(cached in {cache})")
+        embedder, scorer, model = shared_embedder(), default_scorer(), shipped_model()
         last_save = time.monotonic()
         for e in tqdm(todo, unit="answer", desc="measure", disable=None):
-            cached[e.id] = measure(e.answer, e.sources, embedder, scorer, e.question).to_dict()
+            cached[e.id] = measure(e.answer, e.sources, embedder, scorer, e.question, model).to_dict()
             if time.monotonic() - last_save > 30:  # an interrupted run keeps what it measured
                 _save(cache, cached)
                 last_save = time.monotonic()
+        _save(cache, cached)
+    unread = [e for e in examples if cached[e.id].get("support") is None and cached[e.id]["verifiable"]]
+    if unread:  # measured before the support model was a signal: only its readings are missing
+        report(f"reading {len(unread)} measured answers with the support model (cached in {cache})")
+        model = shipped_model()
+        for e in tqdm(unread, unit="answer", desc="support", disable=None):
+            measured = Measurements.from_dict(cached[e.id])
+            add_support(measured, e.answer, e.sources, model)
+            cached[e.id]["support"] = measured.support
         _save(cache, cached)
     out = []
     for e in examples:
@@ -202,25 +213,24 @@ def _save(path: Path, data: dict) -> None:
     write_atomic(path, json.dumps(data))
 
 
-def fit(scored: list[Scored], fitted_on: str = "") -> dict[str, Calibration]:
-    """Calibrations from labelled answers: general on all, and one per kind with enough of its own.
-
-    Answers with no verifiable sentence are left out.
+def fit(scored: list[Scored], fitted_on: str = "", features: tuple[str, ...] = SENTENCE_FEATURES) -> dict[str, Calibration]:
+    """Calibrations on these signals from labelled answers: general on all, and one per kind with
+    enough of its own. Answers with no verifiable sentence are left out.
     """
     usable = [s for s in scored if len(s.rows)]
-    general = _fit_one(usable, fitted_on)
+    general = _fit_one(usable, fitted_on, features)
     calibrations = {GENERAL: general}
     for kind in (k for k in KINDS if k != GENERAL):
         own = [s for s in usable if s.example.kind == kind]
         positives = sum(s.example.hallucinated is True for s in own)
         negatives = sum(s.example.hallucinated is False for s in own)
         if min(positives, negatives) >= MIN_KIND_LABELS:
-            calibrations[kind] = _fit_one(own, f"{fitted_on} ({len(own)} {kind} answers)", KIND_REGULARISATION,
-                                          base=general)
+            calibrations[kind] = _fit_one(own, f"{fitted_on} ({len(own)} {kind} answers)", features,
+                                          KIND_REGULARISATION, base=general)
     return calibrations
 
 
-def _fit_one(usable: list[Scored], fitted_on: str, c: float = REGULARISATION,
+def _fit_one(usable: list[Scored], fitted_on: str, features: tuple[str, ...], c: float = REGULARISATION,
              base: Calibration | None = None) -> Calibration:
     """Sentences whose label is known fit the sentence model, answers whose label is known the answer model."""
     sentences = [s.labelled_rows for s in usable]
@@ -228,7 +238,7 @@ def _fit_one(usable: list[Scored], fitted_on: str, c: float = REGULARISATION,
     return Calibration.fit(np.concatenate([x for x, _ in sentences]), np.concatenate([y for _, y in sentences]),
                            [s.rows for s in answers], [s.example.hallucinated for s in answers], fitted_on, c, base,
                            sentence_weight=np.concatenate([np.full(len(y), s.weight) for s, (_, y) in zip(usable, sentences)]),
-                           answer_weight=np.array([s.weight for s in answers]))
+                           answer_weight=np.array([s.weight for s in answers]), features=features)
 
 
 def predict(calibrations: dict[str, Calibration], scored: list[Scored]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -286,9 +296,11 @@ def metrics(fmt: str, scored: list[Scored], answer_p: np.ndarray, sentence_p: li
 
 
 def evaluate(data: Path, fmt: str, report: Callable[[str], None] = print, shipped: bool = False,
-             fit_limit: int | None = None) -> dict:
+             fit_limit: int | None = None, features: tuple[str, ...] = SENTENCE_FEATURES,
+             limit: int | None = None) -> dict:
     """Cross-validated (RAGTruth), dev-fitted (WiCE) or validation-fitted (SummaC) figures of the
-    check on labelled data. fit_limit: fit SummaC on a seeded sample of this many validation claims.
+    check on labelled data, fitted on these signals. fit_limit: fit SummaC on a seeded sample of
+    this many validation claims; limit: score a seeded sample of this many RAGTruth answers.
 
     shipped scores with the shipped calibration instead of refitting; it is refused for a file the
     shipped weights were fitted on.
@@ -305,26 +317,32 @@ def evaluate(data: Path, fmt: str, report: Callable[[str], None] = print, shippe
         scored = compute_signals(loader(test_file), file_cache(test_file), report)
         return metrics(fmt, scored, *predict(shipped_calibrations(), scored))
     if fmt == "ragtruth":
-        scored = compute_signals(load_ragtruth(data), file_cache(data), report)
+        examples = load_ragtruth(data)
+        if limit is not None and limit < len(examples):
+            import random
+
+            examples = random.Random(0).sample(examples, limit)
+        scored = compute_signals(examples, file_cache(data), report)
         answer_p = np.zeros(len(scored))
         sentence_p: list[np.ndarray] = [np.zeros(0)] * len(scored)
         for train, test in grouped_folds(scored):
-            a, s = predict(fit([scored[i] for i in train]), [scored[i] for i in test])
+            a, s = predict(fit([scored[i] for i in train], features=features), [scored[i] for i in test])
             answer_p[test] = a
             for i, rows in zip(test, s):
                 sentence_p[i] = rows
         return metrics(fmt, scored, answer_p, sentence_p)
     if fmt == "summac":
-        return _evaluate_summac(Path(data), report, fit_limit)
+        return _evaluate_summac(Path(data), report, fit_limit, features)
     if fmt == "wice":
         test_file, dev_file = wice_pair(data)
-        calibrations = fit(compute_signals(load_wice(dev_file), file_cache(dev_file), report))
+        calibrations = fit(compute_signals(load_wice(dev_file), file_cache(dev_file), report), features=features)
         scored = compute_signals(load_wice(test_file), file_cache(test_file), report)
         return metrics(fmt, scored, *predict(calibrations, scored))
     raise HearthError(f"unknown format {fmt!r}: use ragtruth, wice or summac.")
 
 
-def _evaluate_summac(test_file: Path, report: Callable[[str], None], fit_limit: int | None) -> dict:
+def _evaluate_summac(test_file: Path, report: Callable[[str], None], fit_limit: int | None,
+                     features: tuple[str, ...]) -> dict:
     """Fit the calibration on SummaC validation claims (claims.jsonl beside the file) of the same
     datasets, choose the threshold with the best balanced accuracy there, and score the file."""
     import random
@@ -342,7 +360,7 @@ def _evaluate_summac(test_file: Path, report: Callable[[str], None], fit_limit: 
     if fit_limit is not None and fit_limit < len(validation):
         validation = random.Random(0).sample(validation, fit_limit)
     fitting = compute_signals(validation, file_cache(validation_file), report)
-    calibrations = fit(fitting, f"SummaC {validation_file.name} {'/'.join(sorted(datasets))} ({len(fitting)})")
+    calibrations = fit(fitting, f"SummaC {validation_file.name} {'/'.join(sorted(datasets))} ({len(fitting)})", features)
     fit_p, _ = predict(calibrations, fitting)
     fit_y = np.array([s.example.hallucinated for s in fitting])
     candidates = np.unique(fit_p)
@@ -371,7 +389,8 @@ def wice_pair(data: Path) -> tuple[Path, Path]:
 
 
 def fit_and_save(ragtruth: Path, wice: Path | None, out: Path, feedback_examples: list[Example] | None = None,
-                 feedback_weight: float = 1.0, report: Callable[[str], None] = print) -> dict[str, Calibration]:
+                 feedback_weight: float = 1.0, report: Callable[[str], None] = print,
+                 features: tuple[str, ...] = SENTENCE_FEATURES) -> dict[str, Calibration]:
     """Fit the calibrations on all of RAGTruth (and WiCE's dev claims, and the user's labelled
     replies, each counting feedback_weight times) and write them to out."""
     scored = compute_signals(load_ragtruth(ragtruth), file_cache(ragtruth), report)
@@ -388,7 +407,7 @@ def fit_and_save(ragtruth: Path, wice: Path | None, out: Path, feedback_examples
         sentences = sum(len(s.labelled_rows[1]) for s in yours)
         scored += yours
         names.append(f"your labels ({sentences} sentences of {len(yours)} replies, weight {feedback_weight:g})")
-    calibrations = fit(scored, " + ".join(names))
+    calibrations = fit(scored, " + ".join(names), features)
     ensure_dir(Path(out).parent)
     save_calibrations(calibrations, out)
     for kind, c in calibrations.items():
@@ -407,7 +426,7 @@ def evaluate_feedback(store, report: Callable[[str], None] = print) -> dict:
     examples = feedback.examples(store)
     if not examples:
         raise HearthError("no labelled verdicts in the history yet: in the chat, `/verdict N right|wrong` labels "
-                          "sentence N of the last checked reply")
+                          "sentence N of the last reply")
     scored = compute_signals(examples, feedback_cache(), report)
     labels = np.concatenate([s.labelled_rows[1] for s in scored])
     answers = [i for i, s in enumerate(scored) if s.example.hallucinated is not None and len(s.rows)]

@@ -37,6 +37,10 @@ def register(sub) -> None:
                         "with the shipped calibration and with yours (from `hearth train grounding --feedback`)")
     q.add_argument("--fit-limit", type=int, metavar="N",
                    help="summac: fit on a seeded sample of N validation claims (measuring each takes seconds)")
+    q.add_argument("--limit", type=int, metavar="N",
+                   help="ragtruth: score a seeded sample of N answers (measuring each takes seconds)")
+    q.add_argument("--no-support-signal", action="store_true",
+                   help="fit the calibration without the support model's signals (as the shipped one before them)")
     q.add_argument("--shipped", action="store_true",
                    help="score with the shipped calibration instead of refitting (refused for data it was fitted on)")
     q.add_argument("--signal", choices=("check", "support"), default="check",
@@ -114,8 +118,13 @@ def cmd_grounding(args: argparse.Namespace) -> int:
         raise HearthError("--support-model goes with --signal support")
     if args.fit_limit is not None and (args.format != "summac" or args.fit_limit < 5):
         raise HearthError("--fit-limit applies to --format summac and needs at least 5 claims")
+    if args.limit is not None and (args.format != "ragtruth" or args.shipped or args.limit < 10):
+        raise HearthError("--limit applies to --format ragtruth (cross-validated) and needs at least 10 answers")
+    from assistant.grounding.calibration import SENTENCE_FEATURES, WITHOUT_SUPPORT
+
     emit(evaluate(data, args.format, report=quiet if args.json else say, shipped=args.shipped,
-                  fit_limit=args.fit_limit), args.json)
+                  fit_limit=args.fit_limit, limit=args.limit,
+                  features=WITHOUT_SUPPORT if args.no_support_signal else SENTENCE_FEATURES), args.json)
     return 0
 
 

@@ -96,6 +96,8 @@ def register(sub) -> None:
                    help="add the sentence verdicts you labelled in the chat (stored with the replies)")
     q.add_argument("--feedback-weight", type=float, default=5.0, metavar="W",
                    help="how many public labels each of yours counts as (default %(default)s)")
+    q.add_argument("--no-support-signal", action="store_true",
+                   help="fit without the support model's signals (as the shipped weights.json was)")
     q.add_argument("--out", help="where to write the weights (default: the shipped assistant/grounding/weights.json; "
                                  "with --feedback, your own calibration under HEARTH_HOME/grounding/)")
     q.add_argument("--json", action="store_true", help="print one JSON line")
@@ -179,11 +181,14 @@ def cmd_grounding(args: argparse.Namespace) -> int:
         examples = labelled_examples(Store())
         if not examples:
             raise HearthError("no labelled verdicts in the history yet: in the chat, `/verdict N right|wrong` "
-                              "labels sentence N of the last checked reply")
+                              "labels sentence N of the last reply")
         if args.feedback_weight <= 0:
             raise HearthError("--feedback-weight must be above 0")
     out = Path(args.out) if args.out else personal_weights() if args.feedback else WEIGHTS
-    calibrations = fit_and_save(Path(args.ragtruth), _path(args.wice), out, examples, args.feedback_weight, report=say)
+    from assistant.grounding.calibration import SENTENCE_FEATURES, WITHOUT_SUPPORT
+
+    calibrations = fit_and_save(Path(args.ragtruth), _path(args.wice), out, examples, args.feedback_weight, report=say,
+                                features=WITHOUT_SUPPORT if args.no_support_signal else SENTENCE_FEATURES)
     if args.feedback:
         say(f"the check now uses {out} (fitted with your labels); delete it to go back to the shipped calibration")
     emit({"out": str(out), "fitted_on": calibrations[GROUNDING_GENERAL].fitted_on,

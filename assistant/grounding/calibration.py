@@ -21,20 +21,31 @@ import numpy as np
 
 from assistant.config import GROUNDING_GENERAL as GENERAL
 from assistant.config import GROUNDING_KINDS as KINDS
-from assistant.grounding import lexical, model_evidence, semantic
+from assistant.grounding import lexical, model_evidence, semantic, support
 
-SENTENCE_FEATURES = lexical.FEATURES + semantic.FEATURES + model_evidence.FEATURES
-ANSWER_FEATURES = tuple(f"{agg}_{name}" for agg in ("mean", "max", "min", "sum") for name in SENTENCE_FEATURES) + ("sentences",)
+# Every signal the check measures per sentence, in the order of its rows. A calibration uses those it
+# was fitted on (LogisticModel.features): weights fitted before the support model keep working.
+SENTENCE_FEATURES = lexical.FEATURES + semantic.FEATURES + model_evidence.FEATURES + support.FEATURES
+WITHOUT_SUPPORT = tuple(f for f in SENTENCE_FEATURES if f not in support.FEATURES)
 WEIGHTS = Path(__file__).with_name("weights.json")
 REGULARISATION = 0.1  # inverse L2 strength; chosen by grouped cross-validation on RAGTruth (0.03-1 tried)
 # A kind's own models see a few hundred answers, so they are held closer to zero.
 KIND_REGULARISATION = 0.03  # 0.003-0.3 tried (unblended): RAGTruth task means 0.754 to 0.764
 
 
+def answer_feature_names(sentence_features) -> tuple[str, ...]:
+    return tuple(f"{agg}_{name}" for agg in ("mean", "max", "min", "sum") for name in sentence_features) + ("sentences",)
+
+
 def answer_features(sentence_rows: np.ndarray) -> np.ndarray:
-    """The answer-level feature vector from its verifiable sentences' feature rows."""
-    rows = np.asarray(sentence_rows, dtype=np.float64).reshape(-1, len(SENTENCE_FEATURES))
+    """The answer-level feature vector from its verifiable sentences' feature rows (any columns)."""
+    rows = np.atleast_2d(np.asarray(sentence_rows, dtype=np.float64))
     return np.concatenate([rows.mean(0), rows.max(0), rows.min(0), rows.sum(0), [np.log(len(rows))]])
+
+
+def columns(rows: np.ndarray, features) -> np.ndarray:
+    """The columns of full sentence rows (SENTENCE_FEATURES order) that hold these features."""
+    return np.asarray(rows)[..., [SENTENCE_FEATURES.index(f) for f in features]]
 
 
 @dataclass
@@ -93,23 +104,26 @@ class Calibration:
     base: "Calibration | None" = field(default=None, repr=False)
 
     def sentence_support(self, rows: np.ndarray) -> np.ndarray:
-        own = 1.0 - self.sentence.probability(rows)
+        """Support of each sentence from its full signal rows."""
+        own = 1.0 - self.sentence.probability(columns(rows, self.sentence.features))
         return own if self.base is None else (own + self.base.sentence_support(rows)) / 2
 
     def answer_support(self, rows: np.ndarray) -> float:
-        own = float(1.0 - self.answer.probability(answer_features(rows)[None, :])[0])
+        """Support of an answer from its verifiable sentences' full signal rows."""
+        own = float(1.0 - self.answer.probability(answer_features(columns(rows, self.sentence.features))[None, :])[0])
         return own if self.base is None else (own + self.base.answer_support(rows)) / 2
 
     @classmethod
     def fit(cls, sentence_x, sentence_y, answers: list[np.ndarray], answer_y, fitted_on: str = "",
             c: float = REGULARISATION, base: "Calibration | None" = None, sentence_weight: np.ndarray | None = None,
-            answer_weight: np.ndarray | None = None) -> "Calibration":
-        """Fit both models; answers is one (n_sentences, n_features) array per labelled answer; the
-        weights say how much each sentence and answer counts (default: alike)."""
+            answer_weight: np.ndarray | None = None, features: tuple[str, ...] = SENTENCE_FEATURES) -> "Calibration":
+        """Fit both models on these of the signals; rows are full (SENTENCE_FEATURES columns),
+        answers one (n_sentences, n_signals) array per labelled answer; the weights say how much
+        each sentence and answer counts (default: alike)."""
         sentence_y, answer_y = np.asarray(sentence_y, bool), np.asarray(answer_y, bool)
-        sentence = LogisticModel.fit(sentence_x, sentence_y, SENTENCE_FEATURES, c, sentence_weight)
-        answer = LogisticModel.fit(np.stack([answer_features(a) for a in answers]), answer_y, ANSWER_FEATURES, c,
-                                   answer_weight)
+        sentence = LogisticModel.fit(columns(sentence_x, features), sentence_y, features, c, sentence_weight)
+        answer = LogisticModel.fit(np.stack([answer_features(columns(a, features)) for a in answers]), answer_y,
+                                   answer_feature_names(features), c, answer_weight)
         made = cls(sentence, answer, 0.5, 0.5, fitted_on, base)
         made.sentence_threshold = best_f1_threshold(made.sentence_support(np.asarray(sentence_x)), sentence_y)
         made.answer_threshold = best_f1_threshold(np.array([made.answer_support(a) for a in answers]), answer_y)
@@ -124,7 +138,8 @@ class Calibration:
     def from_dict(cls, data: dict, base: "Calibration | None" = None) -> "Calibration":
         made = cls(LogisticModel(**data["sentence"]), LogisticModel(**data["answer"]), data["sentence_threshold"],
                    data["answer_threshold"], data.get("fitted_on", ""), base if data.get("blended") else None)
-        if tuple(made.sentence.features) != SENTENCE_FEATURES or tuple(made.answer.features) != ANSWER_FEATURES:
+        if not set(made.sentence.features) <= set(SENTENCE_FEATURES) or \
+                tuple(made.answer.features) != answer_feature_names(made.sentence.features):
             raise ValueError("the calibration was fitted on other signals; refit with `hearth train grounding`.")
         return made
 

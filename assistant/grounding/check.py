@@ -136,6 +136,9 @@ def signals_from(measured: Measurements, answer: str, sources: list[str], questi
         tokens = measured.tokens
         model = tokens.features(a, b, answer, index) if tokens is not None else None
         values.update(model or dict.fromkeys(model_evidence.FEATURES, 0.0))
+        # without the support model's readings (measure() left them to the caller) its signals read as no support
+        values.update(support.features(measured.support[k]) if measured.support is not None
+                      else dict.fromkeys(support.FEATURES, 0.0))
         rows[i] = np.array([values[name] for name in SENTENCE_FEATURES])
         evidence[i] = semantic.best_sources(measured.cosines[k], measured.owners)
         if measured.support is not None:
@@ -143,10 +146,16 @@ def signals_from(measured: Measurements, answer: str, sources: list[str], questi
     return Signals(spans, rows, evidence, receipts)
 
 
+def add_support(measured: Measurements, answer: str, sources: list[str], model: "support.SupportModel") -> None:
+    """Add the support model's readings to measurements taken without them (from the cosines kept)."""
+    texts = [_sentence_text(answer, measured.spans[i]) for i in measured.verifiable]
+    measured.support = support.measured(model, texts, sources, measured.cosines)
+
+
 def signals(answer: str, sources: list[str], embedder, scorer: model_evidence.TokenScorer | None,
             question: str = "", support_model: "support.SupportModel | None" = None) -> Signals:
-    """Lexical, semantic and model signals of every sentence of the answer, and the support model's
-    receipts (its probabilities are not yet a signal of the calibration: see support.py)."""
+    """Lexical, semantic, model and support signals of every sentence of the answer, and the
+    support model's receipts."""
     measured = measure(answer, sources, embedder, scorer, question, support_model or support.shipped_model())
     return signals_from(measured, answer, sources, question)
 

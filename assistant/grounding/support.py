@@ -11,9 +11,9 @@ sentences the embedder finds closest to it, and its support is the best window's
 claim needs one passage that supports it, and reading every window of every source would cost
 seconds per answer. The best window's sentence closest to the claim is the evidence shown to the user.
 
-In the check it gives each sentence its receipt (check.SentenceCheck.receipt). Its probability is
-not yet a signal of the calibrated score: adding it means refitting weights.json, whose RAGTruth
-measurement by the 135M model takes about 8 s per answer (2 h) on a 2-core AVX2 machine.
+In the check it gives each sentence its receipt (check.SentenceCheck.receipt) and two signals
+(FEATURES): the best window's probability and the mean over the windows read. A calibration uses
+them when it was fitted with them (calibration.py: the shipped weights.json predates them).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ TOP_WINDOWS = 3  # windows read per claim
 MAX_LEN = 192  # claim + passage, in encoder tokens; the passage is cut when longer
 BATCH = 32
 LORA_TARGETS = ("query", "key", "value", "dense")  # every linear layer of the BERT blocks
+FEATURES = ("support_best", "support_mean")
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,11 @@ def measured(model: SupportModel, claims: list[str], sources: list[str], cosines
         out.append({"p": round(s.probability, 5), "mean": round(mean, 5),
                     "evidence": None if s.evidence is None else list(s.evidence)})
     return out
+
+
+def features(reading: dict) -> dict[str, float]:
+    """The signals a sentence's reading gives the calibration."""
+    return {"support_best": reading["p"], "support_mean": reading["mean"]}
 
 
 def receipt(reading: dict, sources: list[str]) -> dict | None:

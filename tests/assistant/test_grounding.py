@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from assistant.grounding import check, lexical, model_evidence, semantic
-from assistant.grounding.calibration import (ANSWER_FEATURES, SENTENCE_FEATURES, Calibration, LogisticModel,
+from assistant.grounding.calibration import (SENTENCE_FEATURES, Calibration, LogisticModel, answer_feature_names,
                                              answer_features, for_kind, load_calibrations, save_calibrations)
 from assistant.grounding.check import default_scorer, is_verifiable
 from assistant.grounding.split import split_sentences
@@ -156,8 +156,8 @@ def test_shipped_weights_cover_every_signal_and_kind():
     shipped = load_calibrations()
     assert set(shipped) == {"general", "question", "summary", "data"}
     for calibration in shipped.values():
-        assert tuple(calibration.sentence.features) == SENTENCE_FEATURES
-        assert tuple(calibration.answer.features) == ANSWER_FEATURES
+        assert set(calibration.sentence.features) <= set(SENTENCE_FEATURES)
+        assert tuple(calibration.answer.features) == answer_feature_names(calibration.sentence.features)
         assert 0 < calibration.answer_threshold < 1 and calibration.fitted_on
         assert isinstance(calibration.sentence, LogisticModel)
 
@@ -248,3 +248,24 @@ def test_an_answer_below_the_threshold_always_marks_a_sentence(embedder):
     assert result.score < result.threshold and not result.supported
     flagged = [s for s in result.sentences if s.verdict == "unsupported"]
     assert flagged and min(s.score for s in result.sentences) == flagged[0].score
+
+
+def test_a_calibration_reads_only_the_signals_it_was_fitted_on():
+    from assistant.grounding.calibration import WITHOUT_SUPPORT
+
+    rng = np.random.default_rng(2)
+    best = SENTENCE_FEATURES.index("support_best")
+    x = rng.normal(size=(400, len(SENTENCE_FEATURES)))
+    y = x[:, best] < 0  # only the support model knows
+    answers, answer_y = [x[i : i + 4] for i in range(0, 400, 4)], [x[i : i + 4, best].min() < 0 for i in range(0, 400, 4)]
+    with_support = Calibration.fit(x, y, answers, answer_y)
+    without = Calibration.fit(x, y, answers, answer_y, features=WITHOUT_SUPPORT)
+    assert "support_best" in with_support.sentence.features and "support_best" not in without.sentence.features
+    high, low = x[:1].copy(), x[:1].copy()
+    high[0, best], low[0, best] = 3.0, -3.0
+    assert with_support.sentence_support(high)[0] > 0.9 > 0.1 > with_support.sentence_support(low)[0]
+    assert without.sentence_support(high)[0] == without.sentence_support(low)[0]
+    # weights fitted before the support signals (the shipped ones) ignore those columns
+    shipped = load_calibrations()["general"]
+    assert shipped.sentence_support(high)[0] == shipped.sentence_support(low)[0]
+    assert shipped.answer_support(high) == shipped.answer_support(low)

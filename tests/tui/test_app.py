@@ -171,6 +171,8 @@ async def test_check_command_sets_the_policy_and_checks_plain_answers(make_app, 
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
         await say(pilot, app, "hi")
+        await app.run_slash("/verdict", "1 wrong")
+        assert "the last reply has no checked sentences" in status(app)  # /check was off
         await app.run_slash("/check", "abstain")
         assert app.session.settings.on_unsupported == "abstain"
         assert store.get_conversation(app.conversation_id).settings["on_unsupported"] == "abstain"
