@@ -423,11 +423,7 @@ def evaluate_feedback(store, report: Callable[[str], None] = print) -> dict:
 
     from assistant.grounding.check import personal_calibrations, shipped_calibrations
 
-    examples = feedback.examples(store)
-    if not examples:
-        raise HearthError("no labelled verdicts in the history yet: in the chat, `/verdict N right|wrong` labels "
-                          "sentence N of the last reply")
-    scored = compute_signals(examples, feedback_cache(), report)
+    scored = compute_signals(feedback.required_examples(store), feedback_cache(), report)
     labels = np.concatenate([s.labelled_rows[1] for s in scored])
     answers = [i for i, s in enumerate(scored) if s.example.hallucinated is not None and len(s.rows)]
     answer_y = np.array([scored[i].example.hallucinated for i in answers], dtype=bool)

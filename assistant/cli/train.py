@@ -175,13 +175,10 @@ def cmd_grounding(args: argparse.Namespace) -> int:
 
     examples = None
     if args.feedback:
-        from assistant.grounding.feedback import examples as labelled_examples
+        from assistant.grounding.feedback import required_examples
         from assistant.store import Store
 
-        examples = labelled_examples(Store())
-        if not examples:
-            raise HearthError("no labelled verdicts in the history yet: in the chat, `/verdict N right|wrong` "
-                              "labels sentence N of the last reply")
+        examples = required_examples(Store())
         if args.feedback_weight <= 0:
             raise HearthError("--feedback-weight must be above 0")
     out = Path(args.out) if args.out else personal_weights() if args.feedback else WEIGHTS

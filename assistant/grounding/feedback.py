@@ -69,3 +69,12 @@ def examples(store) -> list:
                            question, sources, reply.content, hallucinated, bad,
                            labelled=[(s["start"], s["end"]) for s in marks]))
     return out
+
+
+def required_examples(store) -> list:
+    """examples(store), or a HearthError telling the user how to label when there are none."""
+    found = examples(store)
+    if not found:
+        raise HearthError("no labelled verdicts in the history yet: in the chat, `/verdict N right|wrong` labels "
+                          "sentence N of the last reply")
+    return found
