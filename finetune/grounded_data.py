@@ -84,10 +84,19 @@ def _holds_answer(text: str, answers: tuple[str, ...]) -> bool:
 
 
 def build(squad: Path, out: Path, exclude: list[Path] = (), limit: int | None = None, seed: int = 0,
-          gold_removed_share: float = 0.3, k: int = DEFAULT_K, report: Callable[[str], None] = print) -> GroundedCounts:
-    """Write `out` (JSONL of {"messages": [system, user, assistant]}) from a SQuAD file."""
+          gold_removed_share: float = 0.3, k: int = DEFAULT_K, min_k: int | None = None,
+          report: Callable[[str], None] = print) -> GroundedCounts:
+    """Write `out` (JSONL of {"messages": [system, user, assistant]}) from a SQuAD file.
+
+    Each question gets k sources, or with min_k a seeded number between min_k and k: a model
+    that only ever saw k sources can key its refusal to the layout rather than to the content,
+    and shorter prompts make training steps cheaper.
+    """
     if not 0 <= gold_removed_share <= 1:
         raise HearthError("--gold-removed-share must be between 0 and 1")
+    min_k = k if min_k is None else min_k
+    if not 1 <= min_k <= k:
+        raise HearthError(f"--min-sources must be between 1 and -k ({k})")
     paragraphs, questions = load_squad(squad)
     skip_titles = excluded_titles(list(exclude))
     kept_paragraphs = [p for p in paragraphs if p[0] not in skip_titles]
@@ -109,7 +118,9 @@ def build(squad: Path, out: Path, exclude: list[Path] = (), limit: int | None = 
             for n, q in enumerate(questions, 1):
                 if limit is not None and written >= limit:
                     break
-                example = _example(collection, paragraphs[q.paragraph][1], q, rng, gold_removed_share, k, counts)
+                sources_k = rng.randint(min_k, k) if min_k < k else k
+                example = _example(collection, paragraphs[q.paragraph][1], q, rng, gold_removed_share, sources_k,
+                                   counts)
                 if example is not None:
                     f.write(json.dumps({"messages": example}, ensure_ascii=False) + "\n")
                     written += 1

@@ -6,6 +6,8 @@ ChatSession a `hearth ask --docs` uses (retrieval, grounded prompt, generation, 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import re
 import string
@@ -79,37 +81,91 @@ def _rate(flags: list[bool]) -> float | None:
 CITATION = re.compile(r"\[\d+\]")
 
 
+class AnswerRows:
+    """Every scored answer of an evaluation, appended to a JSONL file as it is given, so that a
+    long run loses nothing on a crash and a rerun answers only what is missing. A row is reused
+    only under the same key: the same SQuAD file, settings, adapter weights and calibration
+    (variant_key), so a comparison whose adapter changed re-answers the adapter side only."""
+
+    def __init__(self, path: Path | None):
+        self.path = Path(path) if path else None
+        self.rows: dict[tuple[str, int], dict] = {}
+        if self.path and self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                    self.rows[(row.pop("key"), row.pop("question"))] = row
+                except (ValueError, KeyError, AttributeError):
+                    continue  # a line cut short by a crash
+
+    def get(self, key: str, question: int) -> dict | None:
+        return self.rows.get((key, question))
+
+    def add(self, key: str, question: int, row: dict) -> None:
+        self.rows[(key, question)] = row
+        if self.path:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"key": key, "question": question} | row) + "\n")
+
+
+def _file_hash(path: Path | None) -> str | None:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path and Path(path).is_file() else None
+
+
+def variant_key(squad: Path, settings: ChatSettings, backend: Backend) -> str:
+    """What an answer row depends on: the questions' file, the settings, the weights of the adapter
+    the answers go through, and the calibration the check uses."""
+    from assistant.grounding.calibration import WEIGHTS
+    from assistant.grounding.check import personal_weights
+
+    adapter = settings.adapter or (getattr(backend, "grounded_adapter", None) if settings.grounded_adapter else None)
+    calibration = personal_weights() if personal_weights().is_file() else WEIGHTS
+    identity = {"squad": _file_hash(squad), "settings": settings.to_dict(),
+                "adapter": _file_hash(Path(adapter) / "adapter_model.safetensors") if adapter else None,
+                "calibration": _file_hash(calibration)}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def eval_answers(squad: Path, settings: ChatSettings, backend: Backend, limit: int = 100, seed: int = 0,
-                 report: Callable[[str], None] = print, compare_adapter: bool = False) -> dict:
+                 report: Callable[[str], None] = print, compare_adapter: bool = False,
+                 rows_file: Path | None = None) -> dict:
     """Answer a seeded sample of the file's questions from its own articles and score the replies
     (settings: the model's, sampling, sources per answer, max tokens; the collection is built here).
     `compare_adapter`: answer each question twice, without and with the grounded-answer adapter
-    (same retrieval), and report both."""
+    (same retrieval), and report both. `rows_file`: keep every answer there (AnswerRows)."""
     settings = settings.replace(collection=COLLECTION)
     variants = {"base": settings.replace(grounded_adapter=False), "adapter": settings.replace(grounded_adapter=True)} \
         if compare_adapter else {"run": settings}
+    keys = {name: variant_key(squad, variant, backend) for name, variant in variants.items()}
+    kept = AnswerRows(rows_file)
     paragraphs, questions = load_squad(squad)
-    questions = random.Random(seed).sample(questions, min(limit, len(questions)))
+    sample = random.Random(seed).sample(range(len(questions)), min(limit, len(questions)))
     rows: dict[str, list[dict]] = {name: [] for name in variants}
+    reused = sum(kept.get(keys[name], i) is not None for name in variants for i in sample)
     with tempfile.TemporaryDirectory(prefix="hearth-answers-") as tmp:
         collection, ingested = articles_collection(paragraphs, Path(tmp))
         report(f"{len(paragraphs)} paragraphs as {ingested.added} articles, {ingested.chunks} chunks; "
-               f"{len(questions)} questions" + (", each answered without and with the adapter" if compare_adapter else ""))
+               f"{len(sample)} questions" + (", each answered without and with the adapter" if compare_adapter else "")
+               + (f"; {reused} answers kept in {rows_file}" if reused else ""))
         started = time.perf_counter()
-        for n, q in enumerate(questions, 1):
+        for n, i in enumerate(sample, 1):
             for name, variant in variants.items():
-                rows[name].append(_answer(q, variant, backend, collection))
-            if n % 10 == 0 or n == len(questions):
+                row = kept.get(keys[name], i)
+                if row is None:
+                    row = _answer(questions[i], variant, backend, collection)
+                    kept.add(keys[name], i, row)
+                rows[name].append(row)
+            if n % 10 == 0 or n == len(sample):
                 elapsed = time.perf_counter() - started
-                report(f"{n}/{len(questions)} questions, {elapsed:.0f} s, "
-                       f"ETA {elapsed / n * (len(questions) - n):.0f} s")
+                report(f"{n}/{len(sample)} questions, {elapsed:.0f} s, "
+                       f"ETA {elapsed / n * (len(sample) - n):.0f} s")
         collection.close()
     seconds = round(time.perf_counter() - started, 1)
     summaries = {name: _summary(r) | {"sampling": settings.sampling.to_dict(), "seconds": seconds}
                  for name, r in rows.items()}
     if not compare_adapter:
         return summaries["run"]
-    return {"n": len(questions), **summaries}
+    return {"n": len(sample), **summaries}
 
 
 def _answer(q, settings: ChatSettings, backend: Backend, collection) -> dict:

@@ -29,6 +29,8 @@ def register(sub) -> None:
                    help="share of answerable questions asked without their gold paragraph, to be refused (default 0.3)")
     q.add_argument("-k", "--sources", type=int, default=DEFAULT_K, dest="k",
                    help=f"sources per question, as ask --docs -k (default {DEFAULT_K})")
+    q.add_argument("--min-sources", type=int, metavar="N", dest="min_k",
+                   help="give each question a seeded number of sources between N and -k (default: always -k)")
     q.add_argument("--json", action="store_true", help="print the counts as JSON")
     q.set_defaults(func=cmd_grounded_sft)
 
@@ -37,7 +39,8 @@ def cmd_grounded_sft(args: argparse.Namespace) -> int:
     from finetune.grounded_data import build
 
     counts = build(args.squad, args.out, exclude=args.exclude, limit=args.limit, seed=args.seed,
-                   gold_removed_share=args.gold_removed_share, k=args.k, report=quiet if args.json else say)
+                   gold_removed_share=args.gold_removed_share, k=args.k, min_k=args.min_k,
+                   report=quiet if args.json else say)
     result = {"out": str(args.out)} | counts.to_dict()
     emit(result, args.json)
     return 0

@@ -63,6 +63,10 @@ def register(sub) -> None:
                         "(same retrieval) and print both")
     q.add_argument("--no-grounded-adapter", action="store_false", dest="grounded_adapter", default=None,
                    help="answer with the bundled model itself, not its grounded-answer adapter")
+    q.add_argument("--rows", type=Path, metavar="FILE",
+                   help="keep every scored answer in this JSONL file as it is given; a rerun with the same "
+                        "file, settings and weights answers only the questions missing from it (a crash loses "
+                        "nothing, and --compare-adapter re-answers only the side whose adapter changed)")
     q.add_argument("--json", action="store_true", help="print one JSON line")
     q.set_defaults(func=cmd_answers)
 
@@ -155,7 +159,8 @@ def cmd_answers(args: argparse.Namespace) -> int:
     if args.compare_adapter and not getattr(backend, "grounded_adapter", None):
         raise HearthError("--compare-adapter needs the bundled model on the hf backend, which has the adapter")
     result = eval_answers(squad, settings, backend, limit=args.limit, seed=args.sample_seed,
-                          report=quiet if args.json else say, compare_adapter=args.compare_adapter)
+                          report=quiet if args.json else say, compare_adapter=args.compare_adapter,
+                          rows_file=args.rows)
     if args.compare_adapter and not args.json:
         print(side_by_side(result))
     else:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
+
 import numpy as np
 
 from retrieval.chunker import sentences
 
 FEATURES = ("cosine_best", "cosine_top3")
+# The vectors of each source's sentences, per embedder, for the most recent sources: evaluations score
+# many claims against one article (SummaC, WiCE) and a chat checks several answers against the same chunks.
+SOURCE_CACHE_SIZE = 64
+_source_cache: "weakref.WeakKeyDictionary[object, OrderedDict[str, np.ndarray]]" = weakref.WeakKeyDictionary()
+_source_lock = threading.Lock()  # checks run in the chat's worker threads
 
 
 def sentence_spans(texts: list[str]) -> list[tuple[int, int, int]]:
@@ -24,9 +33,23 @@ def similarities(embedder, answer_sentences: list[str], source_texts: list[str])
     pieces = source_sentences(source_texts)
     if not answer_sentences or not pieces:
         return np.zeros((len(answer_sentences), 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
-    vectors = embedder.encode(answer_sentences + [text for _, text in pieces])
-    n = len(answer_sentences)
-    return vectors[:n] @ vectors[n:].T, np.array([i for i, _ in pieces])
+    sources = np.concatenate([_sentence_vectors(embedder, text) for text in source_texts])
+    return embedder.encode(answer_sentences) @ sources.T, np.array([i for i, _ in pieces])
+
+
+def _sentence_vectors(embedder, text: str) -> np.ndarray:
+    """(sentences of text, dim): the embeddings of one source's sentences, cached."""
+    with _source_lock:
+        cache = _source_cache.setdefault(embedder, OrderedDict())
+        if text in cache:
+            cache.move_to_end(text)
+            return cache[text]
+    vectors = embedder.encode([text[a:b] for a, b in sentences(text)])
+    with _source_lock:
+        cache[text] = vectors
+        while len(cache) > SOURCE_CACHE_SIZE:
+            cache.popitem(last=False)
+    return vectors
 
 
 def semantic_features(row: np.ndarray) -> dict[str, float]:

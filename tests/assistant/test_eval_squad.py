@@ -93,3 +93,32 @@ def test_eval_retrieval_finds_each_questions_paragraph(squad_file):
     result = eval_squad(squad_file, report=lambda _: None)
     assert result["n_questions"] == 5
     assert result["modes"]["hybrid"]["r5"] == 1.0  # three paragraphs: every gold one is in the top 5
+
+
+@pytest.mark.slow
+def test_eval_answers_keeps_its_rows_and_a_rerun_answers_only_what_is_missing(squad_file, tiny_tokenizer_dir,
+                                                                             smollm2_dir, tmp_path):
+    asked = []
+
+    class Counting(ByQuestionBackend):
+        def stream(self, prompt_ids, params, cancel=None):
+            asked.append(prompt_ids)
+            yield from super().stream(prompt_ids, params, cancel)
+
+    backend = Counting(ChatTokenizer.from_file(tiny_tokenizer_dir), [])
+    settings = ChatSettings(sampling=SamplingParams(seed=0))
+    rows = tmp_path / "rows.jsonl"
+    quiet = dict(report=lambda _: None, rows_file=rows)
+    first = eval_answers(squad_file, settings, backend, limit=3, **quiet)
+    assert len(asked) == 3 and len(rows.read_text().splitlines()) == 3
+    with open(rows, "a") as f:
+        f.write('{"key": "cut sh')  # a crash in the middle of a line
+    everything = eval_answers(squad_file, settings, backend, limit=10, **quiet)
+    assert len(asked) == 5  # the three kept answers were not asked again
+    fresh = eval_answers(squad_file, settings, backend, limit=10, report=lambda _: None)  # no rows file
+    assert len(asked) == 10 and (everything | {"seconds": 0}) == (fresh | {"seconds": 0})
+    again = eval_answers(squad_file, settings, backend, limit=3, **quiet)
+    assert len(asked) == 10 and (again | {"seconds": 0}) == (first | {"seconds": 0})
+    # other settings are other answers
+    eval_answers(squad_file, settings.replace(k=1), backend, limit=3, **quiet)
+    assert len(asked) == 13

@@ -269,3 +269,22 @@ def test_a_calibration_reads_only_the_signals_it_was_fitted_on():
     shipped = load_calibrations()["general"]
     assert shipped.sentence_support(high)[0] == shipped.sentence_support(low)[0]
     assert shipped.answer_support(high) == shipped.answer_support(low)
+
+
+def test_a_sources_sentence_vectors_are_embedded_once(embedder):
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.texts = inner, 0
+
+        def encode(self, texts):
+            self.texts += len(texts)
+            return self.inner.encode(texts)
+
+    counting = Counting(embedder)
+    claims = ["The river empties into the North Sea close to Rotterdam.", "Bananas are rich in potassium."]
+    first, owners = semantic.similarities(counting, claims, [SOURCE, "Bananas are yellow."])
+    embedded = counting.texts
+    again, owners_again = semantic.similarities(counting, claims[:1], [SOURCE, "Bananas are yellow."])
+    assert counting.texts == embedded + 1  # only the claim: both sources' sentences came from the cache
+    np.testing.assert_allclose(again[0], first[0], atol=1e-5)
+    assert owners_again.tolist() == owners.tolist()

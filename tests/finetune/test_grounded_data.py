@@ -50,3 +50,15 @@ def test_exclude_leaves_out_every_article_of_another_file(tmp_path, embedder):
     assert "Berlin" not in text and "Paris" in text
     bad = hearth("data", "grounded-sft", "--squad", squad, "--out", out, "--exclude", squad, check=False)
     assert bad.returncode == 1 and "every article" in bad.stderr
+
+
+def test_min_sources_varies_the_number_of_sources_within_the_range(tmp_path, embedder):
+    squad = tmp_path / "squad.json"
+    squad.write_text(json.dumps(SQUAD))
+    out = tmp_path / "grounded.jsonl"
+    hearth("data", "grounded-sft", "--squad", squad, "--out", out, "--gold-removed-share", "0", "-k", "3",
+           "--min-sources", "1", "--seed", "3")
+    counts = [m[0]["content"].count("Document [") for m in examples(out)]
+    assert set(counts) <= {1, 2, 3} and len(set(counts)) > 1
+    bad = hearth("data", "grounded-sft", "--squad", squad, "--out", out, "-k", "2", "--min-sources", "3", check=False)
+    assert bad.returncode == 1 and "--min-sources" in bad.stderr
