@@ -139,7 +139,8 @@ def eval_answers(squad: Path, settings: ChatSettings, backend: Backend, limit: i
     keys = {name: variant_key(squad, variant, backend) for name, variant in variants.items()}
     kept = AnswerRows(rows_file)
     paragraphs, questions = load_squad(squad)
-    sample = random.Random(seed).sample(range(len(questions)), min(limit, len(questions)))
+    # a seeded order of all the questions, cut at the limit: a larger limit extends a smaller one's sample
+    sample = random.Random(seed).sample(range(len(questions)), len(questions))[:limit]
     rows: dict[str, list[dict]] = {name: [] for name in variants}
     reused = sum(kept.get(keys[name], i) is not None for name in variants for i in sample)
     with tempfile.TemporaryDirectory(prefix="hearth-answers-") as tmp:

@@ -122,3 +122,16 @@ def test_eval_answers_keeps_its_rows_and_a_rerun_answers_only_what_is_missing(sq
     # other settings are other answers
     eval_answers(squad_file, settings.replace(k=1), backend, limit=3, **quiet)
     assert len(asked) == 13
+
+
+def test_a_larger_limit_extends_the_sample_of_a_smaller_one(squad_file, monkeypatch):
+    import assistant.bench.answers as answers
+
+    asked = []
+    monkeypatch.setattr(answers, "_answer", lambda q, *_: asked.append(q.text) or
+                        {"impossible": q.impossible, "correct": False, "refused": True, "cited": False, "cut": False,
+                         "tokens": 1, "support": None})
+    monkeypatch.setattr(answers, "variant_key", lambda *_: "key")
+    for limit in (2, 4):
+        eval_answers(squad_file, ChatSettings(), backend=None, limit=limit, report=lambda _: None)
+    assert asked[2:4] == asked[:2] and len(set(asked[2:])) == 4
