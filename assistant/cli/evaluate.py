@@ -124,11 +124,11 @@ def cmd_grounding(args: argparse.Namespace) -> int:
         raise HearthError("--fit-limit applies to --format summac and needs at least 5 claims")
     if args.limit is not None and (args.format != "ragtruth" or args.shipped or args.limit < 10):
         raise HearthError("--limit applies to --format ragtruth (cross-validated) and needs at least 10 answers")
-    from assistant.grounding.calibration import SENTENCE_FEATURES, WITHOUT_SUPPORT
+    from assistant.grounding.calibration import signals_to_fit
 
     emit(evaluate(data, args.format, report=quiet if args.json else say, shipped=args.shipped,
                   fit_limit=args.fit_limit, limit=args.limit,
-                  features=WITHOUT_SUPPORT if args.no_support_signal else SENTENCE_FEATURES), args.json)
+                  features=signals_to_fit(not args.no_support_signal)), args.json)
     return 0
 
 

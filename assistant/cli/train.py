@@ -182,10 +182,10 @@ def cmd_grounding(args: argparse.Namespace) -> int:
         if args.feedback_weight <= 0:
             raise HearthError("--feedback-weight must be above 0")
     out = Path(args.out) if args.out else personal_weights() if args.feedback else WEIGHTS
-    from assistant.grounding.calibration import SENTENCE_FEATURES, WITHOUT_SUPPORT
+    from assistant.grounding.calibration import signals_to_fit
 
     calibrations = fit_and_save(Path(args.ragtruth), _path(args.wice), out, examples, args.feedback_weight, report=say,
-                                features=WITHOUT_SUPPORT if args.no_support_signal else SENTENCE_FEATURES)
+                                features=signals_to_fit(not args.no_support_signal))
     if args.feedback:
         say(f"the check now uses {out} (fitted with your labels); delete it to go back to the shipped calibration")
     emit({"out": str(out), "fitted_on": calibrations[GROUNDING_GENERAL].fitted_on,

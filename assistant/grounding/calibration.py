@@ -27,6 +27,11 @@ from assistant.grounding import lexical, model_evidence, semantic, support
 # was fitted on (LogisticModel.features): weights fitted before the support model keep working.
 SENTENCE_FEATURES = lexical.FEATURES + semantic.FEATURES + model_evidence.FEATURES + support.FEATURES
 WITHOUT_SUPPORT = tuple(f for f in SENTENCE_FEATURES if f not in support.FEATURES)
+
+
+def signals_to_fit(support_signal: bool = True) -> tuple[str, ...]:
+    """The signals a new calibration is fitted on (`--no-support-signal`: all but the support model's)."""
+    return SENTENCE_FEATURES if support_signal else WITHOUT_SUPPORT
 WEIGHTS = Path(__file__).with_name("weights.json")
 REGULARISATION = 0.1  # inverse L2 strength; chosen by grouped cross-validation on RAGTruth (0.03-1 tried)
 # A kind's own models see a few hundred answers, so they are held closer to zero.
