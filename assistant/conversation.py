@@ -428,7 +428,9 @@ class ChatSession:
             return self.plan([ChatMessage("user", text)], history), None
         from assistant import rag
 
-        sources, relevant = rag.retrieve(self.collection, text, self.settings.k)
+        # the grounded-answer adapter was trained on focused evidence, so it is given the same layout
+        sources, relevant = rag.retrieve(self.collection, text, self.settings.k,
+                                         focus=rag.ADAPTER_FOCUS if self._grounded_adapter() else 0)
         if not relevant:
             return None, sources
         while sources:  # drop the lowest-ranked sources until prompt + reply fit
@@ -451,6 +453,10 @@ class ChatSession:
             return None
         return plan if plan.max_new_tokens >= min(wanted, 256) else None
 
+    def _grounded_adapter(self) -> bool:
+        """Whether grounded answers go through the backend's grounded-answer adapter."""
+        return bool(getattr(self.backend, "grounded_adapter", None)) and self.settings.grounded_adapter
+
     def _new_reply(self, sources: "list[Source] | None", content: str = "", status: str = "interrupted") -> Message:
         s = self.settings
         return Message(role="assistant", content=content, status=status, backend=self.backend.name,
@@ -458,8 +464,7 @@ class ChatSession:
                        settings={"sampling": s.sampling.to_dict(), "max_new_tokens": s.max_new_tokens,
                                  "precision": self.backend.precision, "adapter": self.backend.adapter}
                        | ({"grounded_adapter": self.backend.grounded_adapter}
-                          if getattr(self.backend, "grounded_adapter", None) and sources is not None
-                          and s.grounded_adapter else {})
+                          if sources is not None and self._grounded_adapter() else {})
                        | ({"base_url": self.backend.base_url} if hasattr(self.backend, "base_url") else {}))
 
     def _reply(self, question: str, history: list[ChatMessage], plan: PromptPlan | None,

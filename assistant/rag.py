@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from assistant.chatml import ChatMessage
 from backends.tokenizer import IM_END, IM_START
@@ -12,6 +12,11 @@ ABSTAIN = "I don't know based on the documents."
 # Below this cosine between the question and its best chunk, the documents are taken not to
 # contain the answer and Hearth abstains without asking the model.
 MIN_RELEVANCE = 0.25
+# The grounded-answer adapter reads this many evidence sentences instead of whole chunks (focus):
+# the bundled 135M model picks the sentence that answers among a few far more often than among
+# three paragraphs, and the question's closest sentences hold the answer most of the time
+# (docs/BENCHMARKS.md, "Focused evidence").
+ADAPTER_FOCUS = 3
 
 SYSTEM_TEMPLATE = (
     "You are a helpful assistant. Use the following documents to answer.\n\n{sources}\n\n"
@@ -44,17 +49,40 @@ class Source:
                 "page": self.page, "heading": self.heading, "text": self.text, "chunk_id": self.chunk_id}
 
 
-def retrieve(collection, question: str, k: int) -> tuple[list[Source], bool]:
+def retrieve(collection, question: str, k: int, focus: int = 0) -> tuple[list[Source], bool]:
     """The sources a grounded answer gets (hybrid search's top k, read in one snapshot), and whether
     they are relevant: False when the best dense match is below MIN_RELEVANCE (then Hearth abstains
-    without asking the model)."""
+    without asking the model). `focus` > 0: the sources cut to that many evidence sentences (focus())."""
     from retrieval.search import dense_scores, search
 
     query_vec = collection.embedder.encode([question])[0]
     with collection.reading():
         hits = search(collection, question, k=k, mode="hybrid", query_vec=query_vec)
         best = dense_scores(collection, query_vec, 1)
-    return sources_from_hits(hits), bool(best) and best[0][1] >= MIN_RELEVANCE
+    sources = sources_from_hits(hits)
+    if focus:
+        sources = focused(sources, query_vec, collection.embedder, focus)
+    return sources, bool(best) and best[0][1] >= MIN_RELEVANCE
+
+
+def focused(sources: list[Source], query_vec, embedder, sentences: int) -> list[Source]:
+    """The sources cut to the `sentences` sentences closest to the question (cosine of the
+    collection's embedder), each source keeping its chosen sentences closest first; the sources
+    that keep any, renumbered 1..n in the order of their closest sentence."""
+    from assistant.grounding.semantic import sentence_vectors
+    from retrieval.chunker import sentences as sentence_spans
+
+    scored = []  # (cosine, source index, sentence text)
+    for i, source in enumerate(sources):
+        spans = sentence_spans(source.text)
+        if not spans:
+            continue
+        cosines = sentence_vectors(embedder, source.text) @ query_vec
+        scored += [(float(c), i, " ".join(source.text[a:b].split())) for c, (a, b) in zip(cosines, spans)]
+    chosen = sorted(scored, key=lambda t: -t[0])[:sentences]  # stable: ties keep rank and reading order
+    order = list(dict.fromkeys(i for _, i, _ in chosen))
+    return [replace(sources[i], number=n, text=" ".join(t for _, j, t in chosen if j == i))
+            for n, i in enumerate(order, 1)]
 
 
 def sources_from_hits(hits) -> list[Source]:

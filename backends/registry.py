@@ -82,8 +82,10 @@ def load_backend(
     adapter: str | Path | None = None,
     report: Callable[[str], None] | None = None,
     precision: str = DEFAULT_PRECISION,
+    grounded_adapter: str | Path | None = None,
 ) -> "Backend":
-    """Load a backend by name; errors a user can cause raise HearthError."""
+    """Load a backend by name; errors a user can cause raise HearthError. `grounded_adapter`: the
+    default model's grounded-answer adapter in place of the one that ships (hf backend only)."""
     check_choice(name, None if adapter is None else str(adapter), precision)
     if adapter is not None and not Path(adapter).expanduser().exists():
         raise ModelNotFound(f"adapter folder {adapter} does not exist.")
@@ -96,7 +98,10 @@ def load_backend(
         from backends.hf.backend import HFBackend
         from backends.hf.default_model import grounded_adapter_dir
 
-        grounded = grounded_adapter_dir() if model is None and adapter is None else None
+        if grounded_adapter is not None and not (Path(grounded_adapter).expanduser() / "adapter_config.json").is_file():
+            raise ModelNotFound(f"{grounded_adapter} is not a LoRA adapter folder (no adapter_config.json).")
+        grounded = (Path(grounded_adapter).expanduser() if grounded_adapter else grounded_adapter_dir()) \
+            if model is None and adapter is None else None
         backend = HFBackend(model_dir, adapter=Path(adapter).expanduser() if adapter else None,
                             grounded_adapter=grounded)
     if model is not None:  # as the user named it (a .gguf file, a registered name), not the folder it became

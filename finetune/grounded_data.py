@@ -1,9 +1,10 @@
 """Supervised conversations that teach a model Hearth's grounded-answer task, built from a SQuAD file.
 
 Each question is put to a collection of the file's own articles exactly as `hearth ask --docs` puts
-it (the same retrieval, numbered sources and system prompt: assistant/rag.py), and the reply is
-what a good answer to that prompt is:
-- answerable (the gold paragraph's answer sentence is among the sources): that sentence, cited
+it (the same retrieval, numbered sources and system prompt: assistant/rag.py), in the layout the
+grounded-answer adapter reads (the sources focused on rag.ADAPTER_FOCUS evidence sentences), and
+the reply is what a good answer to that prompt is:
+- answerable (the gold paragraph's answer sentence is among the evidence): that sentence, cited
   with the number of the source that holds it ("... 24-10 [2].");
 - unanswerable: the gold paragraph left out of the sources (the next best chunks take its place,
   and none of them may contain a gold answer), or one of SQuAD 2.0's own unanswerable questions:
@@ -135,7 +136,7 @@ def build(squad: Path, out: Path, exclude: list[Path] = (), limit: int | None = 
 def _example(collection, paragraph: str, q: SquadQuestion, rng: random.Random, gold_removed_share: float, k: int,
              counts: GroundedCounts) -> list[dict] | None:
     if q.impossible:
-        sources, relevant = rag.retrieve(collection, q.text, k)
+        sources, relevant = rag.retrieve(collection, q.text, k, focus=rag.ADAPTER_FOCUS)
         if not relevant:
             counts.skip("not relevant")
             return None
@@ -156,19 +157,19 @@ def _example(collection, paragraph: str, q: SquadQuestion, rng: random.Random, g
             counts.skip("too few chunks without the answer")
             return None
         counts.unanswerable_gold_removed += 1
-        return _conversation(q.text, [rag.Source(n, *_fields(s)) for n, s in enumerate(rest, 1)], rag.ABSTAIN)
+        rest = rag.focused(rest, collection.embedder.encode([q.text])[0], collection.embedder, rag.ADAPTER_FOCUS)
+        return _conversation(q.text, rest, rag.ABSTAIN)
     flat = normalise(sentence)
+    if not any(flat in normalise(s.text) for s in sources):
+        counts.skip("answer sentence not retrieved")
+        return None
+    sources = rag.focused(sources, collection.embedder.encode([q.text])[0], collection.embedder, rag.ADAPTER_FOCUS)
     gold = next((s for s in sources if flat in normalise(s.text)), None)
     if gold is None:
-        counts.skip("answer sentence not retrieved")
+        counts.skip("answer sentence not among the focused evidence")
         return None
     counts.answerable += 1
     return _conversation(q.text, sources, cited(sentence, gold.number))
-
-
-def _fields(source: rag.Source) -> tuple:
-    """A Source's fields after its number (to renumber it)."""
-    return (source.chunk_id, source.path, source.line, source.page, source.heading, source.text, source.score)
 
 
 def _conversation(question: str, sources: list[rag.Source], reply: str) -> list[dict]:

@@ -63,6 +63,9 @@ def register(sub) -> None:
                         "(same retrieval) and print both")
     q.add_argument("--no-grounded-adapter", action="store_false", dest="grounded_adapter", default=None,
                    help="answer with the bundled model itself, not its grounded-answer adapter")
+    q.add_argument("--grounded-adapter", type=Path, metavar="DIR", dest="grounded_adapter_dir",
+                   help="a grounded-answer adapter of your own (hearth train sft --lora on data grounded-sft "
+                        "data) in place of the one that ships; grounded answers read the same focused evidence")
     q.add_argument("--rows", type=Path, metavar="FILE",
                    help="keep every scored answer in this JSONL file as it is given; a rerun with the same "
                         "file, settings and weights answers only the questions missing from it (a crash loses "
@@ -155,7 +158,15 @@ def cmd_answers(args: argparse.Namespace) -> int:
     if args.seed is None:
         args.seed = 0  # an evaluation is reproducible unless told otherwise
     settings = chat_settings(args)
-    backend = load_for(settings, say)
+    if args.grounded_adapter_dir is not None:
+        from backends.registry import load_backend
+
+        if settings.backend != "hf" or settings.model is not None or settings.adapter is not None:
+            raise HearthError("--grounded-adapter applies to the default model on the hf backend")
+        backend = load_backend("hf", grounded_adapter=args.grounded_adapter_dir, report=say,
+                               precision=settings.precision)
+    else:
+        backend = load_for(settings, say)
     if args.compare_adapter and not getattr(backend, "grounded_adapter", None):
         raise HearthError("--compare-adapter needs the bundled model on the hf backend, which has the adapter")
     result = eval_answers(squad, settings, backend, limit=args.limit, seed=args.sample_seed,

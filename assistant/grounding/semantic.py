@@ -33,12 +33,13 @@ def similarities(embedder, answer_sentences: list[str], source_texts: list[str])
     pieces = source_sentences(source_texts)
     if not answer_sentences or not pieces:
         return np.zeros((len(answer_sentences), 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
-    sources = np.concatenate([_sentence_vectors(embedder, text) for text in source_texts])
+    sources = np.concatenate([sentence_vectors(embedder, text) for text in source_texts])
     return embedder.encode(answer_sentences) @ sources.T, np.array([i for i, _ in pieces])
 
 
-def _sentence_vectors(embedder, text: str) -> np.ndarray:
-    """(sentences of text, dim): the embeddings of one source's sentences, cached."""
+def sentence_vectors(embedder, text: str) -> np.ndarray:
+    """(sentences of text, dim): the embeddings of one source's sentences (retrieval.chunker.sentences),
+    cached."""
     with _source_lock:
         cache = _source_cache.setdefault(embedder, OrderedDict())
         if text in cache:

@@ -9,7 +9,7 @@ from assistant.bench.retrieval import eval_squad, load_squad
 from assistant.settings import ChatSettings
 from backends.params import SamplingParams
 from backends.tokenizer import ChatTokenizer
-from tests.helpers import ScriptedBackend
+from tests.helpers import ScriptedBackend, hearth
 
 SQUAD = {"version": "v2.0", "data": [
     {"title": "Paris", "paragraphs": [
@@ -135,3 +135,11 @@ def test_a_larger_limit_extends_the_sample_of_a_smaller_one(squad_file, monkeypa
     for limit in (2, 4):
         eval_answers(squad_file, ChatSettings(), backend=None, limit=limit, report=lambda _: None)
     assert asked[2:4] == asked[:2] and len(set(asked[2:])) == 4
+
+
+def test_a_grounded_adapter_of_your_own_needs_the_default_model_and_an_adapter_folder(squad_file, tmp_path):
+    run = hearth("eval", "answers", "--squad", squad_file, "--grounded-adapter", tmp_path, check=False)
+    assert run.returncode == 1 and "not a LoRA adapter folder" in run.stderr
+    run = hearth("eval", "answers", "--squad", squad_file, "--grounded-adapter", tmp_path, "--adapter", tmp_path,
+                 check=False)
+    assert run.returncode == 1 and "default model on the hf backend" in run.stderr

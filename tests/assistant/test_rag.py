@@ -138,3 +138,40 @@ def test_a_file_name_cannot_open_a_fake_document_or_chatml_turn():
     prompt = rag.system_prompt([source])
     assert "\nDocument [9]" not in prompt and "\nDocument [8]" not in prompt and "<|im_start|>" not in prompt
     assert prompt.count("Document [") == 3  # its own block, and the two names kept as flat text
+
+
+def test_focused_keeps_the_sentences_closest_to_the_question_best_source_first(embedder):
+    shelf = rag.Source(1, 11, "shelf.md", 1, None, "", "Our cat Miso sleeps on the bookshelf. The shelf is oak. "
+                       "It holds forty books.", 0.9)
+    birth = rag.Source(2, 12, "cat.md", 4, None, "Cat", "Miso likes tuna. Miso was born in March 2019.", 0.8)
+    query = embedder.encode(["When was Miso born?"])[0]
+    focused = rag.focused([shelf, birth], query, embedder, 2)
+    assert [(s.number, s.chunk_id, s.path, s.line) for s in focused][0] == (1, 12, "cat.md", 4)
+    assert focused[0].text.startswith("Miso was born in March 2019.")
+    kept = " ".join(s.text for s in focused)
+    sentences = ["Our cat Miso sleeps on the bookshelf.", "The shelf is oak.", "It holds forty books.", "Miso likes tuna.",
+                 "Miso was born in March 2019."]
+    assert sum(sentence in kept for sentence in sentences) == 2
+    assert [s.number for s in focused] == list(range(1, len(focused) + 1))
+    assert "forty books" not in kept and "oak" not in kept
+
+
+def test_grounded_adapter_answers_read_focused_evidence_and_plain_ones_whole_chunks(tmp_path, embedder, smollm2_dir):
+    from backends.tokenizer import ChatTokenizer
+    from tests.helpers import ScriptedBackend
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "cat.md").write_text("# Cat\n\nOur cat Miso likes tuna. She sleeps on the oak bookshelf. The shelf holds "
+                                   "forty books. Miso was born in March 2019. Her vet is in Leeds.\n")
+    collection = Collection("docs", embedder=embedder)
+    collection.ingest([folder])
+    backend = ScriptedBackend(ChatTokenizer.from_file(smollm2_dir), ["Miso was born in March 2019 [1]."] * 2)
+    for adapter in ("adapter-folder", None):
+        backend.grounded_adapter = adapter
+        session = ChatSession(backend, ChatSettings(collection="docs", sampling=GREEDY, max_new_tokens=20),
+                              collection=collection)
+        list(session.send("When was Miso born?"))
+    focused, whole = backend.prompts
+    assert "Miso was born in March 2019." in focused and "forty books" in whole
+    assert len([s for s in ("tuna", "bookshelf", "forty books", "Leeds") if s in focused]) == rag.ADAPTER_FOCUS - 1

@@ -98,3 +98,20 @@ def test_a_grounded_adapter_applies_to_grounded_prompts_only(tiny_llama_dir, tmp
     assert reply(base, False) != reply(adapted, False)  # the adapter changes the greedy reply
     assert reply(switching, True) == reply(adapted, True) and reply(switching, False) == reply(base, False)
     assert switching.grounded_adapter and adapted.grounded_adapter is None
+
+
+def test_a_users_grounded_adapter_takes_the_shipped_ones_place_on_the_default_model(smollm2_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from assistant.errors import HearthError
+    from backends.hf.peft_quiet import quiet_peft
+
+    with quiet_peft():
+        peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(smollm2_dir),
+                                    LoraConfig(r=2, target_modules=["q_proj"]))
+    peft_model.save_pretrained(tmp_path / "mine")
+    backend = load_backend("hf", grounded_adapter=tmp_path / "mine")
+    assert backend.grounded_adapter == str(tmp_path / "mine") and backend.adapter is None
+    with pytest.raises(HearthError, match="not a LoRA adapter folder"):
+        load_backend("hf", grounded_adapter=tmp_path)

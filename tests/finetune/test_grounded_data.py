@@ -26,6 +26,10 @@ def test_grounded_sft_cites_the_source_holding_the_answer_and_refuses_without_it
     assert reply["content"] == f"The Berlin Wall fell on 9 November 1989 [{number}]."
     source = system["content"].split(f"Document [{number}]")[1].split("Document [")[0]
     assert "The Berlin Wall fell on 9 November 1989." in source
+    # the layout the grounded-answer adapter reads: the evidence sentences closest to the question
+    contexts = [p["context"] for article in SQUAD["data"] for p in article["paragraphs"]]
+    sentences = [x.strip() + "." for c in contexts for x in c.split(".") if x.strip()]
+    assert sum(x in system["content"] for x in sentences) == rag.ADAPTER_FOCUS
     assert by_question["When was the Berlin Wall rebuilt?"][2]["content"] == rag.ABSTAIN
 
     # every answerable question asked without its gold paragraph: a refusal, with no source holding the answer
