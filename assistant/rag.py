@@ -15,7 +15,7 @@ MIN_RELEVANCE = 0.25
 # The grounded-answer adapter reads this many evidence sentences instead of whole chunks (focus):
 # the bundled 135M model picks the sentence that answers among a few far more often than among
 # three paragraphs, and the question's closest sentences hold the answer most of the time
-# (docs/BENCHMARKS.md, "Focused evidence").
+# (docs/BENCHMARKS.md, "Third attempt ...: focused evidence").
 ADAPTER_FOCUS = 3
 
 SYSTEM_TEMPLATE = (
@@ -52,7 +52,7 @@ class Source:
 def retrieve(collection, question: str, k: int, focus: int = 0) -> tuple[list[Source], bool]:
     """The sources a grounded answer gets (hybrid search's top k, read in one snapshot), and whether
     they are relevant: False when the best dense match is below MIN_RELEVANCE (then Hearth abstains
-    without asking the model). `focus` > 0: the sources cut to that many evidence sentences (focus())."""
+    without asking the model). `focus` > 0: the sources cut to that many evidence sentences (focused())."""
     from retrieval.search import dense_scores, search
 
     query_vec = collection.embedder.encode([question])[0]
@@ -68,21 +68,25 @@ def retrieve(collection, question: str, k: int, focus: int = 0) -> tuple[list[So
 def focused(sources: list[Source], query_vec, embedder, sentences: int) -> list[Source]:
     """The sources cut to the `sentences` sentences closest to the question (cosine of the
     collection's embedder), each source keeping its chosen sentences closest first; the sources
-    that keep any, renumbered 1..n in the order of their closest sentence."""
+    that keep any, renumbered 1..n in the order of their closest sentence, each at the line of its
+    closest sentence."""
     from assistant.grounding.semantic import sentence_vectors
     from retrieval.chunker import sentences as sentence_spans
 
-    scored = []  # (cosine, source index, sentence text)
+    scored = []  # (cosine, source index, sentence start, sentence text)
     for i, source in enumerate(sources):
         spans = sentence_spans(source.text)
         if not spans:
             continue
         cosines = sentence_vectors(embedder, source.text) @ query_vec
-        scored += [(float(c), i, " ".join(source.text[a:b].split())) for c, (a, b) in zip(cosines, spans)]
+        scored += [(float(c), i, a, " ".join(source.text[a:b].split())) for c, (a, b) in zip(cosines, spans)]
     chosen = sorted(scored, key=lambda t: -t[0])[:sentences]  # stable: ties keep rank and reading order
-    order = list(dict.fromkeys(i for _, i, _ in chosen))
-    return [replace(sources[i], number=n, text=" ".join(t for _, j, t in chosen if j == i))
-            for n, i in enumerate(order, 1)]
+    first = {}  # source index -> start of its closest chosen sentence
+    for _, i, start, _ in chosen:
+        first.setdefault(i, start)
+    return [replace(sources[i], number=n, line=sources[i].line + sources[i].text[:start].count("\n"),
+                    text=" ".join(t for _, j, _, t in chosen if j == i))
+            for n, (i, start) in enumerate(first.items(), 1)]
 
 
 def sources_from_hits(hits) -> list[Source]:

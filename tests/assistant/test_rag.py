@@ -154,6 +154,11 @@ def test_focused_keeps_the_sentences_closest_to_the_question_best_source_first(e
     assert sum(sentence in kept for sentence in sentences) == 2
     assert [s.number for s in focused] == list(range(1, len(focused) + 1))
     assert "forty books" not in kept and "oak" not in kept
+    # a focused source points at the line of its closest sentence
+    note = rag.Source(1, 13, "garden.md", 10, None, "", "The shed is red.\nThe compost is ready after nine months.\n", 1.0)
+    compost = embedder.encode(["When is the compost ready?"])[0]
+    assert [(s.line, s.text) for s in rag.focused([note], compost, embedder, 1)] == [
+        (11, "The compost is ready after nine months.")]
 
 
 def test_grounded_adapter_answers_read_focused_evidence_and_plain_ones_whole_chunks(tmp_path, embedder, smollm2_dir):
