@@ -98,6 +98,8 @@ def load_backend(
         from backends.hf.backend import HFBackend
         from backends.hf.default_model import grounded_adapter_dir
 
+        if grounded_adapter is not None and (model is not None or adapter is not None):
+            raise HearthError("a grounded-answer adapter of your own applies to the default model on the hf backend")
         if grounded_adapter is not None and not (Path(grounded_adapter).expanduser() / "adapter_config.json").is_file():
             raise ModelNotFound(f"{grounded_adapter} is not a LoRA adapter folder (no adapter_config.json).")
         grounded = (Path(grounded_adapter).expanduser() if grounded_adapter else grounded_adapter_dir()) \
@@ -109,12 +111,15 @@ def load_backend(
     return backend
 
 
-def load_for(settings, report: Callable[[str], None] | None = None) -> "Backend":
+def load_for(settings, report: Callable[[str], None] | None = None,
+             grounded_adapter: str | Path | None = None) -> "Backend":
     """The backend chat settings (assistant.settings.ChatSettings) name: backend, model, adapter,
-    precision, or an endpoint."""
+    precision, or an endpoint; `grounded_adapter` as in load_backend."""
+    if grounded_adapter is not None and settings.backend != "hf":
+        raise HearthError("a grounded-answer adapter of your own applies to the default model on the hf backend")
     if settings.backend == "openai":
         from backends.remote import OpenAIBackend
 
         return OpenAIBackend(settings.base_url, settings.model, settings.api_key_env, settings.context_length)
     return load_backend(settings.backend, settings.model, settings.adapter, report=report,
-                        precision=settings.precision)
+                        precision=settings.precision, grounded_adapter=grounded_adapter)

@@ -158,15 +158,7 @@ def cmd_answers(args: argparse.Namespace) -> int:
     if args.seed is None:
         args.seed = 0  # an evaluation is reproducible unless told otherwise
     settings = chat_settings(args)
-    if args.grounded_adapter_dir is not None:
-        from backends.registry import load_backend
-
-        if settings.backend != "hf" or settings.model is not None or settings.adapter is not None:
-            raise HearthError("--grounded-adapter applies to the default model on the hf backend")
-        backend = load_backend("hf", grounded_adapter=args.grounded_adapter_dir, report=say,
-                               precision=settings.precision)
-    else:
-        backend = load_for(settings, say)
+    backend = load_for(settings, say, grounded_adapter=args.grounded_adapter_dir)
     if args.compare_adapter and not getattr(backend, "grounded_adapter", None):
         raise HearthError("--compare-adapter needs the bundled model on the hf backend, which has the adapter")
     result = eval_answers(squad, settings, backend, limit=args.limit, seed=args.sample_seed,

@@ -28,14 +28,15 @@ from assistant.grounding import lexical, model_evidence, semantic, support
 SENTENCE_FEATURES = lexical.FEATURES + semantic.FEATURES + model_evidence.FEATURES + support.FEATURES
 WITHOUT_SUPPORT = tuple(f for f in SENTENCE_FEATURES if f not in support.FEATURES)
 
-
-def signals_to_fit(support_signal: bool = True) -> tuple[str, ...]:
-    """The signals a new calibration is fitted on (`--no-support-signal`: all but the support model's)."""
-    return SENTENCE_FEATURES if support_signal else WITHOUT_SUPPORT
 WEIGHTS = Path(__file__).with_name("weights.json")
 REGULARISATION = 0.1  # inverse L2 strength; chosen by grouped cross-validation on RAGTruth (0.03-1 tried)
 # A kind's own models see a few hundred answers, so they are held closer to zero.
 KIND_REGULARISATION = 0.03  # 0.003-0.3 tried (unblended): RAGTruth task means 0.754 to 0.764
+
+
+def signals_to_fit(support_signal: bool = True) -> tuple[str, ...]:
+    """The signals a new calibration is fitted on (`--no-support-signal`: all but the support model's)."""
+    return SENTENCE_FEATURES if support_signal else WITHOUT_SUPPORT
 
 
 def answer_feature_names(sentence_features) -> tuple[str, ...]:
