@@ -87,6 +87,8 @@ def load_backend(
     """Load a backend by name; errors a user can cause raise HearthError. `grounded_adapter`: the
     default model's grounded-answer adapter in place of the one that ships (hf backend only)."""
     check_choice(name, None if adapter is None else str(adapter), precision)
+    if grounded_adapter is not None and (name != "hf" or model is not None or adapter is not None):
+        raise HearthError("a grounded-answer adapter of your own applies to the default model on the hf backend")
     if adapter is not None and not Path(adapter).expanduser().exists():
         raise ModelNotFound(f"adapter folder {adapter} does not exist.")
     model_dir = resolve_model(model, report)
@@ -98,8 +100,6 @@ def load_backend(
         from backends.hf.backend import HFBackend
         from backends.hf.default_model import grounded_adapter_dir
 
-        if grounded_adapter is not None and (model is not None or adapter is not None):
-            raise HearthError("a grounded-answer adapter of your own applies to the default model on the hf backend")
         if grounded_adapter is not None and not (Path(grounded_adapter).expanduser() / "adapter_config.json").is_file():
             raise ModelNotFound(f"{grounded_adapter} is not a LoRA adapter folder (no adapter_config.json).")
         grounded = (Path(grounded_adapter).expanduser() if grounded_adapter else grounded_adapter_dir()) \
