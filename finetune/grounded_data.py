@@ -7,8 +7,11 @@ the reply is what a good answer to that prompt is:
 - answerable (the gold paragraph's answer sentence is among the evidence): that sentence, cited
   with the number of the source that holds it ("... 24-10 [2].");
 - unanswerable: the gold paragraph left out of the sources (the next best chunks take its place,
-  and none of them may contain a gold answer), or one of SQuAD 2.0's own unanswerable questions:
-  the exact refusal, rag.ABSTAIN.
+  and none of them may contain a gold answer), one of SQuAD 2.0's own unanswerable questions, or an
+  answerable question changed the way SQuAD 2.0's writers made theirs (perturbed()): one of its
+  names or numbers swapped for another of the article's that no source holds, or negated; the
+  evidence still reads like the answer, so the model must match the question, not its topic. The
+  reply is the exact refusal, rag.ABSTAIN.
 Questions whose best source is below rag.MIN_RELEVANCE are skipped: Hearth abstains on those
 without asking the model, so they teach it nothing.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +43,7 @@ class GroundedCounts:
     answerable: int = 0
     unanswerable_gold_removed: int = 0
     unanswerable_squad2: int = 0
+    unanswerable_perturbed: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
 
     def skip(self, reason: str) -> None:
@@ -46,7 +51,8 @@ class GroundedCounts:
 
     def to_dict(self) -> dict:
         return {"answerable": self.answerable, "unanswerable_gold_removed": self.unanswerable_gold_removed,
-                "unanswerable_squad2": self.unanswerable_squad2, "skipped": dict(sorted(self.skipped.items()))}
+                "unanswerable_squad2": self.unanswerable_squad2,
+                "unanswerable_perturbed": self.unanswerable_perturbed, "skipped": dict(sorted(self.skipped.items()))}
 
 
 def excluded_titles(files: list[Path]) -> set[str]:
@@ -84,9 +90,48 @@ def _holds_answer(text: str, answers: tuple[str, ...]) -> bool:
     return any(normalise(a) and normalise(a) in flat for a in answers)
 
 
+# A name (capitalised words, not the first of a sentence) or a number: what an entity swap replaces.
+_ENTITY = re.compile(r"(?<!^)(?<![.?!] )\b(?:[A-Z][a-z]+(?: [A-Z][a-z]+)*|\d[\d,]*)\b")
+# The first auxiliary verb, and its negation ("When was X built" -> "When wasn't X built").
+_NEGATED = {"is": "isn't", "was": "wasn't", "are": "aren't", "were": "weren't", "did": "didn't", "does": "doesn't",
+            "do": "don't", "can": "can't", "could": "couldn't", "has": "hasn't", "have": "haven't", "had": "hadn't",
+            "will": "won't", "would": "wouldn't"}
+_AUXILIARY = re.compile(r"\b(" + "|".join(_NEGATED) + r")\b(?! not\b)")
+SWAP_SHARE = 0.7  # of perturbed questions, how many are entity swaps (when one is possible) rather than negations
+
+
+def article_entities(paragraphs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Every article's distinct names and numbers (_ENTITY), in reading order."""
+    entities: dict[str, dict[str, None]] = {}
+    for title, text in paragraphs:
+        found = entities.setdefault(title, {})
+        for match in _ENTITY.finditer(text):
+            found.setdefault(match.group(), None)
+    return {title: list(found) for title, found in entities.items()}
+
+
+def perturbed(question: str, paragraph: str, entities: list[str], rng: random.Random) -> tuple[str, str | None] | None:
+    """(a question the paragraph no longer answers, the word swapped in or None for a negation), or None
+    when neither change applies. An entity swap replaces a name or number the question shares with the
+    paragraph by another of the same kind from its article that the paragraph does not hold; a negation
+    negates the first auxiliary verb ("did" -> "didn't")."""
+    swaps = [m for m in _ENTITY.finditer(question) if m.group() in paragraph]
+    if swaps and rng.random() < SWAP_SHARE:
+        target = rng.choice(swaps)
+        numeric = target.group()[0].isdigit()
+        others = [e for e in entities if e[0].isdigit() == numeric and e not in paragraph and e not in question]
+        if others:
+            word = rng.choice(others)
+            return question[:target.start()] + word + question[target.end():], word
+    auxiliary = _AUXILIARY.search(question)
+    if auxiliary is None:
+        return None
+    return question[:auxiliary.start()] + _NEGATED[auxiliary.group()] + question[auxiliary.end():], None
+
+
 def build(squad: Path, out: Path, exclude: list[Path] = (), limit: int | None = None, seed: int = 0,
-          gold_removed_share: float = 0.3, k: int = DEFAULT_K, min_k: int | None = None,
-          report: Callable[[str], None] = print) -> GroundedCounts:
+          gold_removed_share: float = 0.3, perturbed_share: float = 0.0, k: int = DEFAULT_K,
+          min_k: int | None = None, report: Callable[[str], None] = print) -> GroundedCounts:
     """Write `out` (JSONL of {"messages": [system, user, assistant]}) from a SQuAD file.
 
     Each question gets k sources, or with min_k a seeded number between min_k and k: a model
@@ -95,6 +140,8 @@ def build(squad: Path, out: Path, exclude: list[Path] = (), limit: int | None = 
     """
     if not 0 <= gold_removed_share <= 1:
         raise HearthError("--gold-removed-share must be between 0 and 1")
+    if not 0 <= perturbed_share <= 1 or gold_removed_share + perturbed_share > 1:
+        raise HearthError("--perturbed-share must be between 0 and 1, and with --gold-removed-share at most 1")
     min_k = k if min_k is None else min_k
     if not 1 <= min_k <= k:
         raise HearthError(f"--min-sources must be between 1 and -k ({k})")
@@ -104,6 +151,7 @@ def build(squad: Path, out: Path, exclude: list[Path] = (), limit: int | None = 
     if not kept_paragraphs:
         raise HearthError(f"every article of {squad} is excluded")
     questions = [q for q in questions if paragraphs[q.paragraph][0] not in skip_titles]
+    entities = article_entities(kept_paragraphs)
     rng = random.Random(seed)
     rng.shuffle(questions)
     counts = GroundedCounts()
@@ -120,8 +168,9 @@ def build(squad: Path, out: Path, exclude: list[Path] = (), limit: int | None = 
                 if limit is not None and written >= limit:
                     break
                 sources_k = rng.randint(min_k, k) if min_k < k else k
-                example = _example(collection, paragraphs[q.paragraph][1], q, rng, gold_removed_share, sources_k,
-                                   counts)
+                title, paragraph = paragraphs[q.paragraph]
+                example = _example(collection, paragraph, entities[title], q, rng, gold_removed_share,
+                                   perturbed_share, sources_k, counts)
                 if example is not None:
                     f.write(json.dumps({"messages": example}, ensure_ascii=False) + "\n")
                     written += 1
@@ -133,8 +182,8 @@ def build(squad: Path, out: Path, exclude: list[Path] = (), limit: int | None = 
     return counts
 
 
-def _example(collection, paragraph: str, q: SquadQuestion, rng: random.Random, gold_removed_share: float, k: int,
-             counts: GroundedCounts) -> list[dict] | None:
+def _example(collection, paragraph: str, entities: list[str], q: SquadQuestion, rng: random.Random,
+             gold_removed_share: float, perturbed_share: float, k: int, counts: GroundedCounts) -> list[dict] | None:
     if q.impossible:
         sources, relevant = rag.retrieve(collection, q.text, k, focus=rag.ADAPTER_FOCUS)
         if not relevant:
@@ -146,7 +195,10 @@ def _example(collection, paragraph: str, q: SquadQuestion, rng: random.Random, g
         counts.skip("no answer text")
         return None
     sentence = answer_sentence(paragraph, q)
-    remove_gold = rng.random() < gold_removed_share
+    draw = rng.random()
+    if draw >= 1 - perturbed_share:
+        return _perturbed_example(collection, paragraph, entities, q, rng, k, counts)
+    remove_gold = draw < gold_removed_share
     sources, relevant = rag.retrieve(collection, q.text, 3 * k if remove_gold else k)
     if not relevant:
         counts.skip("not relevant")
@@ -157,19 +209,39 @@ def _example(collection, paragraph: str, q: SquadQuestion, rng: random.Random, g
             counts.skip("too few chunks without the answer")
             return None
         counts.unanswerable_gold_removed += 1
-        rest = rag.focused(rest, collection.embedder.encode([q.text])[0], collection.embedder, rag.ADAPTER_FOCUS)
+        rest = rag.focused(rest, q.text, collection.embedder.encode([q.text])[0], collection.embedder, rag.ADAPTER_FOCUS)
         return _conversation(q.text, rest, rag.ABSTAIN)
     flat = normalise(sentence)
     if not any(flat in normalise(s.text) for s in sources):
         counts.skip("answer sentence not retrieved")
         return None
-    sources = rag.focused(sources, collection.embedder.encode([q.text])[0], collection.embedder, rag.ADAPTER_FOCUS)
+    sources = rag.focused(sources, q.text, collection.embedder.encode([q.text])[0], collection.embedder, rag.ADAPTER_FOCUS)
     gold = next((s for s in sources if flat in normalise(s.text)), None)
     if gold is None:
         counts.skip("answer sentence not among the focused evidence")
         return None
     counts.answerable += 1
     return _conversation(q.text, sources, cited(sentence, gold.number))
+
+
+def _perturbed_example(collection, paragraph: str, entities: list[str], q: SquadQuestion, rng: random.Random, k: int,
+                       counts: GroundedCounts) -> list[dict] | None:
+    change = perturbed(q.text, paragraph, entities, rng)
+    if change is None:
+        counts.skip("no name, number or auxiliary verb to change")
+        return None
+    question, swapped_in = change
+    sources, relevant = rag.retrieve(collection, question, k)
+    if not relevant:
+        counts.skip("not relevant")
+        return None
+    if swapped_in is not None and any(swapped_in in s.text for s in sources):
+        counts.skip("the swapped-in name is in the sources")
+        return None
+    counts.unanswerable_perturbed += 1
+    sources = rag.focused(sources, question, collection.embedder.encode([question])[0], collection.embedder,
+                          rag.ADAPTER_FOCUS)
+    return _conversation(question, sources, rag.ABSTAIN)
 
 
 def _conversation(question: str, sources: list[rag.Source], reply: str) -> list[dict]:

@@ -188,6 +188,7 @@ def _answer(q, settings: ChatSettings, backend: Backend, collection) -> dict:
         "cut": done.finish_reason == "length",
         "tokens": reply.timings.completion_tokens,
         "support": (reply.checks or {}).get("score"),
+        "reply": reply.content,  # for reading the answers afterwards; not scored again
     }
 
 

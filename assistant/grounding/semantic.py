@@ -14,7 +14,7 @@ FEATURES = ("cosine_best", "cosine_top3")
 # The vectors of each source's sentences, per embedder, for the most recent sources: evaluations score
 # many claims against one article (SummaC, WiCE) and a chat checks several answers against the same chunks.
 SOURCE_CACHE_SIZE = 64
-_source_cache: "weakref.WeakKeyDictionary[object, OrderedDict[str, np.ndarray]]" = weakref.WeakKeyDictionary()
+_source_cache: "weakref.WeakKeyDictionary[object, OrderedDict[tuple[bool, str], np.ndarray]]" = weakref.WeakKeyDictionary()
 _source_lock = threading.Lock()  # checks run in the chat's worker threads
 
 
@@ -37,17 +37,22 @@ def similarities(embedder, answer_sentences: list[str], source_texts: list[str])
     return embedder.encode(answer_sentences) @ sources.T, np.array([i for i, _ in pieces])
 
 
-def sentence_vectors(embedder, text: str) -> np.ndarray:
+def sentence_vectors(embedder, text: str, with_previous: bool = False) -> np.ndarray:
     """(sentences of text, dim): the embeddings of one source's sentences (retrieval.chunker.sentences),
-    cached."""
+    cached. with_previous: each sentence is embedded after the one before it (a sentence that opens
+    with "She" or "It" is about what the previous one names)."""
+    key = (with_previous, text)
     with _source_lock:
         cache = _source_cache.setdefault(embedder, OrderedDict())
-        if text in cache:
-            cache.move_to_end(text)
-            return cache[text]
-    vectors = embedder.encode([text[a:b] for a, b in sentences(text)])
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+    pieces = [text[a:b] for a, b in sentences(text)]
+    if with_previous:
+        pieces = [pieces[0]] + [f"{before} {piece}" for before, piece in zip(pieces, pieces[1:])] if pieces else []
+    vectors = embedder.encode(pieces)
     with _source_lock:
-        cache[text] = vectors
+        cache[key] = vectors
         while len(cache) > SOURCE_CACHE_SIZE:
             cache.popitem(last=False)
     return vectors

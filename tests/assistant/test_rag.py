@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 
@@ -145,7 +146,7 @@ def test_focused_keeps_the_sentences_closest_to_the_question_best_source_first(e
                        "It holds forty books.", 0.9)
     birth = rag.Source(2, 12, "cat.md", 4, None, "Cat", "Miso likes tuna. Miso was born in March 2019.", 0.8)
     query = embedder.encode(["When was Miso born?"])[0]
-    focused = rag.focused([shelf, birth], query, embedder, 2)
+    focused = rag.focused([shelf, birth], "When was Miso born?", query, embedder, 2)
     assert [(s.number, s.chunk_id, s.path, s.line) for s in focused][0] == (1, 12, "cat.md", 4)
     assert focused[0].text.startswith("Miso was born in March 2019.")
     kept = " ".join(s.text for s in focused)
@@ -157,8 +158,29 @@ def test_focused_keeps_the_sentences_closest_to_the_question_best_source_first(e
     # a focused source points at the line of its closest sentence
     note = rag.Source(1, 13, "garden.md", 10, None, "", "The shed is red.\nThe compost is ready after nine months.\n", 1.0)
     compost = embedder.encode(["When is the compost ready?"])[0]
-    assert [(s.line, s.text) for s in rag.focused([note], compost, embedder, 1)] == [
+    assert [(s.line, s.text) for s in rag.focused([note], "When is the compost ready?", compost, embedder, 1)] == [
         (11, "The compost is ready after nine months.")]
+
+
+def test_focus_reads_a_pronoun_with_its_previous_sentence_and_counts_the_questions_words(embedder):
+    note = rag.Source(1, 1, "cat.md", 1, None, "", "Our cat is called Miso. She sleeps on the windowsill. The shed is red. "
+                      "Tomatoes grow by the south fence. Miso was born in March 2019.", 1.0)
+    chosen = {q: [s.text for s in rag.focused([note], q, embedder.encode([q])[0], embedder, 1)]
+              for q in ("Where does Miso sleep?", "When was Miso born?", "Where do tomatoes grow?")}
+    assert chosen == {"Where does Miso sleep?": ["She sleeps on the windowsill."],
+                      "When was Miso born?": ["Miso was born in March 2019."],
+                      "Where do tomatoes grow?": ["Tomatoes grow by the south fence."]}
+
+
+def test_keyword_shares_weigh_the_questions_stemmed_terms_by_rarity():
+    texts = ["Our cat is called Miso.", "She sleeps on the windowsill.", "Miso sleeps here.", "The shed is red."]
+    # terms miso (in 2 of 4 texts) and sleep (2 of 4): equal weights log(5 / 2.5)
+    assert rag.keyword_shares("Where does Miso sleep?", texts) == [0.5, 0.5, 1.0, 0.0]
+    texts[1] = "She naps on the windowsill."  # sleep now in 1 text: weight log(5 / 1.5) against miso's log(5 / 2.5)
+    miso, sleep = math.log(5 / 2.5), math.log(5 / 1.5)
+    assert rag.keyword_shares("Where does Miso sleep?", texts) == pytest.approx(
+        [miso / (miso + sleep), 0.0, 1.0, 0.0])
+    assert rag.keyword_shares("Where is it?", texts) == [0.0] * 4  # only stopwords
 
 
 def test_grounded_adapter_answers_read_focused_evidence_and_plain_ones_whole_chunks(tmp_path, embedder, smollm2_dir):

@@ -66,3 +66,51 @@ def test_min_sources_varies_the_number_of_sources_within_the_range(tmp_path, emb
     assert set(counts) <= {1, 2, 3} and len(set(counts)) > 1
     bad = hearth("data", "grounded-sft", "--squad", squad, "--out", out, "-k", "2", "--min-sources", "3", check=False)
     assert bad.returncode == 1 and "--min-sources" in bad.stderr
+
+
+class Draws:
+    """A random.Random stand-in: random() gives `draw`, choice() the first item."""
+
+    def __init__(self, draw):
+        self.draw = draw
+
+    def random(self):
+        return self.draw
+
+    def choice(self, items):
+        return items[0]
+
+
+def test_perturbed_questions_swap_a_name_the_paragraph_lacks_or_negate_the_verb():
+    from finetune.grounded_data import SWAP_SHARE, article_entities, perturbed
+
+    paragraph = "Berlin is the capital of Germany. The Berlin Wall fell on 9 November 1989."
+    entities = article_entities([("Berlin", paragraph), ("Berlin", "Munich lies in Bavaria, far from the Baltic Sea.")])
+    # names and numbers that do not open a sentence, multi-word names whole
+    assert entities["Berlin"] == ["Germany", "Berlin Wall", "9", "November", "1989", "Bavaria", "Baltic Sea"]
+    question = "When did the Berlin Wall fall?"
+    assert perturbed(question, paragraph, entities["Berlin"], Draws(0.0)) == ("When did the Bavaria fall?", "Bavaria")
+    assert perturbed(question, paragraph, entities["Berlin"], Draws(SWAP_SHARE)) == ("When didn't the Berlin Wall fall?",
+                                                                                    None)
+    # a number is swapped for a number
+    assert perturbed("What happened in 1989?", paragraph, ["Bavaria", "1961"], Draws(0.0)) == ("What happened in 1961?",
+                                                                                               "1961")
+    # nothing to swap and no auxiliary verb to negate
+    assert perturbed("Who wrote it?", paragraph, entities["Berlin"], Draws(0.0)) is None
+
+
+def test_perturbed_share_turns_answerable_questions_into_refusals(tmp_path, embedder):
+    squad = tmp_path / "squad.json"
+    squad.write_text(json.dumps(SQUAD))
+    out = tmp_path / "grounded.jsonl"
+    counts = json.loads(hearth("data", "grounded-sft", "--squad", squad, "--out", out, "--gold-removed-share", "0",
+                               "--perturbed-share", "1", "-k", "2", "--json").stdout)
+    assert counts["answerable"] == 0 and counts["unanswerable_squad2"] == 2
+    perturbed = counts["unanswerable_perturbed"]
+    assert perturbed + sum(counts["skipped"].values()) == 3 and perturbed >= 1
+    originals = {q["question"] for article in SQUAD["data"] for p in article["paragraphs"] for q in p["qas"]}
+    changed = [m for m in examples(out) if m[1]["content"] not in originals]
+    assert len(changed) == perturbed and all(m[2]["content"] == rag.ABSTAIN for m in changed)
+    bad = hearth("data", "grounded-sft", "--squad", squad, "--out", out, "--gold-removed-share", "0.5",
+                 "--perturbed-share", "0.6", check=False)
+    assert bad.returncode == 1 and "--perturbed-share" in bad.stderr
