@@ -22,8 +22,10 @@ MIN_RELEVANCE = 0.25
 ADAPTER_FOCUS = 3
 # How much the question's words count next to meaning when choosing evidence sentences: on 468 SQuAD
 # v1.1 questions the answer sentence was among the 3 chosen 85.7% of the time by cosine alone and
-# 94.3% with stemmed words counted at 0.7 and pronouns read with their previous sentence (docs/BENCHMARKS.md).
+# 93.2% with stemmed words counted at 0.7 and pronouns read after their previous sentence (docs/BENCHMARKS.md).
 FOCUS_KEYWORD_WEIGHT = 0.7
+# A sentence that opens with one of these is read after the sentence before it when choosing evidence.
+_PRONOUN = re.compile(r"(?:he|she|it|its|they|their|them|his|her|this|these|that|those)\b", re.IGNORECASE)
 
 SYSTEM_TEMPLATE = (
     "You are a helpful assistant. Use the following documents to answer.\n\n{sources}\n\n"
@@ -77,9 +79,10 @@ def focused(sources: list[Source], question: str, query_vec, embedder, sentences
     chosen sentences closest first; the sources that keep any, renumbered 1..n in the order of their
     closest sentence, each at the line of its closest sentence.
 
-    Closeness is the better of the embedder's cosine to the sentence alone and to the sentence after
-    the one before it (pronouns), plus FOCUS_KEYWORD_WEIGHT times the share of the question's terms
-    the sentence holds (keyword_shares), each term weighted by how rare it is among the candidate sentences."""
+    Closeness is the embedder's cosine to the sentence (for a sentence that opens with a pronoun, the
+    better of that and the cosine to it after the sentence before it, which names what "She" or "It"
+    is), plus FOCUS_KEYWORD_WEIGHT times the share of the question's terms the sentence holds
+    (keyword_shares), each term weighted by how rare it is among the candidate sentences."""
     from assistant.grounding.semantic import sentence_vectors
     from retrieval.chunker import sentences as sentence_spans
 
@@ -88,9 +91,11 @@ def focused(sources: list[Source], question: str, query_vec, embedder, sentences
         spans = sentence_spans(source.text)
         if not spans:
             continue
-        cosines = np.maximum(sentence_vectors(embedder, source.text) @ query_vec,
-                             sentence_vectors(embedder, source.text, with_previous=True) @ query_vec)
-        candidates += [(float(c), i, a, " ".join(source.text[a:b].split())) for c, (a, b) in zip(cosines, spans)]
+        texts = [" ".join(source.text[a:b].split()) for a, b in spans]
+        cosines = sentence_vectors(embedder, source.text) @ query_vec
+        after_previous = sentence_vectors(embedder, source.text, with_previous=True) @ query_vec
+        cosines = [max(c, p) if _PRONOUN.match(t) else c for c, p, t in zip(cosines, after_previous, texts)]
+        candidates += [(float(c), i, a, t) for c, (a, _), t in zip(cosines, spans, texts)]
     shares = keyword_shares(question, [text for *_, text in candidates])
     scored = [(c + FOCUS_KEYWORD_WEIGHT * share, i, a, text) for (c, i, a, text), share in zip(candidates, shares)]
     chosen = sorted(scored, key=lambda t: -t[0])[:sentences]  # stable: ties keep rank and reading order

@@ -162,7 +162,7 @@ def test_focused_keeps_the_sentences_closest_to_the_question_best_source_first(e
         (11, "The compost is ready after nine months.")]
 
 
-def test_focus_reads_a_pronoun_with_its_previous_sentence_and_counts_the_questions_words(embedder):
+def test_focus_reads_a_pronoun_after_its_previous_sentence_and_counts_the_questions_words(embedder):
     note = rag.Source(1, 1, "cat.md", 1, None, "", "Our cat is called Miso. She sleeps on the windowsill. The shed is red. "
                       "Tomatoes grow by the south fence. Miso was born in March 2019.", 1.0)
     chosen = {q: [s.text for s in rag.focused([note], q, embedder.encode([q])[0], embedder, 1)]
@@ -170,6 +170,12 @@ def test_focus_reads_a_pronoun_with_its_previous_sentence_and_counts_the_questio
     assert chosen == {"Where does Miso sleep?": ["She sleeps on the windowsill."],
                       "When was Miso born?": ["Miso was born in March 2019."],
                       "Where do tomatoes grow?": ["Tomatoes grow by the south fence."]}
+    # only a pronoun borrows its previous sentence: the sentence after a close one is not lifted by it
+    cat = rag.Source(1, 1, "cat.md", 1, None, "", "Our cat is called Miso. She sleeps on the windowsill in the kitchen. "
+                     "Miso was born in March 2019.", 1.0)
+    question = "Where does Miso sleep?"
+    assert rag.focused([cat], question, embedder.encode([question])[0], embedder, 2)[0].text == (
+        "She sleeps on the windowsill in the kitchen. Our cat is called Miso.")
 
 
 def test_keyword_shares_weigh_the_questions_stemmed_terms_by_rarity():
