@@ -52,6 +52,9 @@ class Source:
     heading: str
     text: str
     score: float
+    # A focused source's text is sentences taken from the chunk in another order: (start in text, line
+    # in the file) of each, so that a receipt inside it points at its own line. Empty: text follows the file.
+    sentence_lines: tuple[tuple[int, int], ...] = ()
 
     def to_dict(self) -> dict:
         return {"rank": self.number, "score": round(self.score, 6), "path": self.path, "line": self.line,
@@ -99,12 +102,21 @@ def focused(sources: list[Source], question: str, query_vec, embedder, sentences
     shares = keyword_shares(question, [text for *_, text in candidates])
     scored = [(c + FOCUS_KEYWORD_WEIGHT * share, i, a, text) for (c, i, a, text), share in zip(candidates, shares)]
     chosen = sorted(scored, key=lambda t: -t[0])[:sentences]  # stable: ties keep rank and reading order
-    first = {}  # source index -> start of its closest chosen sentence
-    for _, i, start, _ in chosen:
-        first.setdefault(i, start)
-    return [replace(sources[i], number=n, line=sources[i].line + sources[i].text[:start].count("\n"),
-                    text=" ".join(t for _, j, _, t in chosen if j == i))
-            for n, (i, start) in enumerate(first.items(), 1)]
+    kept: dict[int, list[tuple[str, int]]] = {}  # source index -> its chosen (sentence, line), closest first
+    for _, i, start, text in chosen:
+        kept.setdefault(i, []).append((text, sources[i].line + sources[i].text[:start].count("\n")))
+    return [replace(sources[i], number=n, line=sentences_lines[0][1], text=" ".join(t for t, _ in sentences_lines),
+                    sentence_lines=_offsets(sentences_lines))
+            for n, (i, sentences_lines) in enumerate(kept.items(), 1)]
+
+
+def _offsets(sentences_lines: list[tuple[str, int]]) -> tuple[tuple[int, int], ...]:
+    """(start in the space-joined text, line) of each (sentence, line)."""
+    marks, offset = [], 0
+    for text, line in sentences_lines:
+        marks.append((offset, line))
+        offset += len(text) + 1
+    return tuple(marks)
 
 
 def keyword_shares(question: str, texts: list[str]) -> list[float]:
@@ -181,5 +193,6 @@ def locate_receipts(checks, sources: list[Source]) -> None:
         receipt = sentence.receipt
         source = by_chunk.get(receipt["chunk"]) if receipt else None
         if source is not None:
-            receipt.update(rank=source.number, path=source.path, page=source.page,
-                           line=source.line + source.text[: receipt["start"]].count("\n"))
+            line = (max(mark for mark in source.sentence_lines if mark[0] <= receipt["start"])[1]
+                    if source.sentence_lines else source.line + source.text[: receipt["start"]].count("\n"))
+            receipt.update(rank=source.number, path=source.path, page=source.page, line=line)

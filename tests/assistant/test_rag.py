@@ -162,6 +162,26 @@ def test_focused_keeps_the_sentences_closest_to_the_question_best_source_first(e
         (11, "The compost is ready after nine months.")]
 
 
+def test_a_receipt_inside_focused_evidence_points_at_its_own_sentences_line(embedder):
+    from types import SimpleNamespace
+
+    note = rag.Source(1, 13, "garden.md", 10, None, "", "The tomatoes were planted on 12 April.\nThey need sun.\n"
+                      "The compost heap is turned every two weeks.\nIt is ready after nine months.\n", 1.0)
+    question = "When is the compost ready?"
+    [source] = rag.focused([note], question, embedder.encode([question])[0], embedder, 2)
+    first = "It is ready after nine months."
+    assert source.text == first + " The compost heap is turned every two weeks."
+    assert (source.line, source.sentence_lines) == (13, ((0, 13), (len(first) + 1, 12)))
+    checks = SimpleNamespace(sentences=[SimpleNamespace(receipt={"chunk": 13, "start": len(first) + 1}),
+                                        SimpleNamespace(receipt={"chunk": 13, "start": 3}), SimpleNamespace(receipt=None)])
+    rag.locate_receipts(checks, [source])
+    assert [(s.receipt["rank"], s.receipt["line"]) for s in checks.sentences[:2]] == [(1, 12), (1, 13)]
+    # whole chunks keep counting lines in their own text
+    checks.sentences[0].receipt["start"] = note.text.index("It is ready")
+    rag.locate_receipts(checks, [note])
+    assert [s.receipt["line"] for s in checks.sentences[:2]] == [13, 10]
+
+
 def test_focus_reads_a_pronoun_after_its_previous_sentence_and_counts_the_questions_words(embedder):
     note = rag.Source(1, 1, "cat.md", 1, None, "", "Our cat is called Miso. She sleeps on the windowsill. The shed is red. "
                       "Tomatoes grow by the south fence. Miso was born in March 2019.", 1.0)
