@@ -59,13 +59,14 @@ class Source:
                 "page": self.page, "heading": self.heading, "text": self.text, "chunk_id": self.chunk_id}
 
 
-def retrieve(collection, question: str, k: int, focus: int = 0) -> tuple[list[Source], bool]:
+def retrieve(collection, question: str, k: int, focus: int = 0, query_vec=None) -> tuple[list[Source], bool]:
     """The sources a grounded answer gets (hybrid search's top k, read in one snapshot), and whether
     they are relevant: False when the best dense match is below MIN_RELEVANCE (then Hearth abstains
     without asking the model). `focus` > 0: the sources cut to that many evidence sentences (focused())."""
     from retrieval.search import dense_scores, search
 
-    query_vec = collection.embedder.encode([question])[0]
+    if query_vec is None:
+        query_vec = collection.embedder.encode([question])[0]
     with collection.reading():
         hits = search(collection, question, k=k, mode="hybrid", query_vec=query_vec)
         best = dense_scores(collection, query_vec, 1)
@@ -94,8 +95,9 @@ def focused(sources: list[Source], question: str, query_vec, embedder, sentences
             continue
         texts = [" ".join(source.text[a:b].split()) for a, b in spans]
         cosines = sentence_vectors(embedder, source.text) @ query_vec
-        after_previous = sentence_vectors(embedder, source.text, with_previous=True) @ query_vec
-        cosines = [max(c, p) if _PRONOUN.match(t) else c for c, p, t in zip(cosines, after_previous, texts)]
+        if any(_PRONOUN.match(t) for t in texts):  # else the second embedding would go unread
+            after_previous = sentence_vectors(embedder, source.text, with_previous=True) @ query_vec
+            cosines = [max(c, p) if _PRONOUN.match(t) else c for c, p, t in zip(cosines, after_previous, texts)]
         candidates += [(float(c), i, a, t) for c, (a, _), t in zip(cosines, spans, texts)]
     shares = keyword_shares(question, [text for *_, text in candidates])
     scored = [(c + FOCUS_KEYWORD_WEIGHT * share, i, a, text) for (c, i, a, text), share in zip(candidates, shares)]

@@ -199,7 +199,8 @@ def _example(collection, paragraph: str, entities: list[str], q: SquadQuestion, 
     if draw >= 1 - perturbed_share:
         return _perturbed_example(collection, paragraph, entities, q, rng, k, counts)
     remove_gold = draw < gold_removed_share
-    sources, relevant = rag.retrieve(collection, q.text, 3 * k if remove_gold else k)
+    query_vec = collection.embedder.encode([q.text])[0]  # once, for retrieval and the focus
+    sources, relevant = rag.retrieve(collection, q.text, 3 * k if remove_gold else k, query_vec=query_vec)
     if not relevant:
         counts.skip("not relevant")
         return None
@@ -209,13 +210,13 @@ def _example(collection, paragraph: str, entities: list[str], q: SquadQuestion, 
             counts.skip("too few chunks without the answer")
             return None
         counts.unanswerable_gold_removed += 1
-        rest = rag.focused(rest, q.text, collection.embedder.encode([q.text])[0], collection.embedder, rag.ADAPTER_FOCUS)
+        rest = rag.focused(rest, q.text, query_vec, collection.embedder, rag.ADAPTER_FOCUS)
         return _conversation(q.text, rest, rag.ABSTAIN)
     flat = normalise(sentence)
     if not any(flat in normalise(s.text) for s in sources):
         counts.skip("answer sentence not retrieved")
         return None
-    sources = rag.focused(sources, q.text, collection.embedder.encode([q.text])[0], collection.embedder, rag.ADAPTER_FOCUS)
+    sources = rag.focused(sources, q.text, query_vec, collection.embedder, rag.ADAPTER_FOCUS)
     gold = next((s for s in sources if flat in normalise(s.text)), None)
     if gold is None:
         counts.skip("answer sentence not among the focused evidence")
@@ -231,7 +232,8 @@ def _perturbed_example(collection, paragraph: str, entities: list[str], q: Squad
         counts.skip("no name, number or auxiliary verb to change")
         return None
     question, swapped_in = change
-    sources, relevant = rag.retrieve(collection, question, k)
+    query_vec = collection.embedder.encode([question])[0]
+    sources, relevant = rag.retrieve(collection, question, k, query_vec=query_vec)
     if not relevant:
         counts.skip("not relevant")
         return None
@@ -239,8 +241,7 @@ def _perturbed_example(collection, paragraph: str, entities: list[str], q: Squad
         counts.skip("the swapped-in name is in the sources")
         return None
     counts.unanswerable_perturbed += 1
-    sources = rag.focused(sources, question, collection.embedder.encode([question])[0], collection.embedder,
-                          rag.ADAPTER_FOCUS)
+    sources = rag.focused(sources, question, query_vec, collection.embedder, rag.ADAPTER_FOCUS)
     return _conversation(question, sources, rag.ABSTAIN)
 
 
