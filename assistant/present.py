@@ -25,7 +25,10 @@ def support_line(checks: dict | None) -> str | None:
         return None
     score, threshold = checks["score"], checks.get("threshold")  # older stored checks have no threshold
     if threshold is not None and score < threshold:
-        return f"support score {score:.2f}, below the {threshold:.2f} threshold: the sources may not back this answer"
+        why = "the sources may not back this answer"
+        if checks.get("relevance") is not None and checks.get("support") is not None:  # the score read the question too
+            why += f", or it may not answer the question (its support by the sources alone: {checks['support']:.2f})"
+        return f"support score {score:.2f}, below the {threshold:.2f} threshold: {why}"
     return f"support score {score:.2f}"
 
 

@@ -187,7 +187,8 @@ def _answer(q, settings: ChatSettings, backend: Backend, collection) -> dict:
         "cited": (not refused) and bool(CITATION.search("".join(written))),
         "cut": done.finish_reason == "length",
         "tokens": reply.timings.completion_tokens,
-        "support": (reply.checks or {}).get("score"),
+        "support": (reply.checks or {}).get("score"),  # the check's score of the answer
+        "answer_support": (reply.checks or {}).get("support"),  # its support by the sources alone
         "reply": reply.content,  # for reading the answers afterwards; not scored again
     }
 
@@ -196,6 +197,7 @@ def _kind(rows: list[dict]) -> dict:
     """The figures for answerable or unanswerable questions."""
     answered = [r for r in rows if not r["refused"]]
     scored = [r for r in rows if r["support"] is not None and not r["impossible"]]
+    alone = [r for r in scored if r.get("answer_support") is not None]
     return {
         "n": len(rows),
         "contains_gold": _rate([r["correct"] for r in rows]) if rows and not rows[0]["impossible"] else None,
@@ -206,6 +208,9 @@ def _kind(rows: list[dict]) -> dict:
         # does the check rank answers that contain the gold answer above those that do not?
         "support_auroc_correct": _auroc([r["support"] for r in scored if r["correct"]],
                                         [r["support"] for r in scored if not r["correct"]]),
+        # the same for the support by the sources alone (without the relevance stage)
+        "answer_support_auroc_correct": _auroc([r["answer_support"] for r in alone if r["correct"]],
+                                               [r["answer_support"] for r in alone if not r["correct"]]),
     }
 
 
@@ -225,6 +230,59 @@ def _summary(rows: list[dict]) -> dict:
         "mean_completion_tokens": round(sum(r["tokens"] for r in rows) / len(rows), 1),
         "mean_support": round(sum(r["support"] for r in scored) / len(scored), 4) if scored else None,
         "support_auroc_correct": mine["support_auroc_correct"],
+        "answer_support_auroc_correct": mine["answer_support_auroc_correct"],
         "answerable": mine,
         "unanswerable": _kind(unanswerable),
     }
+
+
+def fit_relevance(squad: Path, rows_files: list[Path], out: Path, report: Callable[[str], None] = print) -> dict:
+    """Fit the `question` calibration's relevance stage (calibration.RelevanceStage) on answers kept
+    by `eval answers --rows` for this SQuAD file: every answer that was not refused, labelled wrong
+    when it misses the gold answer (any answer to an unanswerable question is wrong), and write it
+    into the calibrations at `out` (the rest of them unchanged)."""
+    import numpy as np
+
+    from assistant.config import GROUNDING_QUESTION
+    from assistant.errors import HearthError
+    from assistant.grounding import relevance
+    from assistant.grounding.calibration import RelevanceStage, load_calibrations, save_calibrations
+
+    _, questions = load_squad(squad)
+    kept = [(question, row) for path in rows_files for (_key, question), row in AnswerRows(path).rows.items()]
+    if any(question >= len(questions) for question, _ in kept):
+        raise HearthError(f"the rows were not kept for {squad} (a question number is past its end)")
+    answered = [(questions[i], row) for i, row in kept
+                if not row["refused"] and row["support"] is not None]
+    x, wrong, support = [], [], []
+    embedder = shared_embedder()
+    for q, row in answered:
+        signals = relevance.features(q.text, row["reply"], embedder)
+        if signals is None:
+            continue
+        x.append([signals[name] for name in relevance.FEATURES])
+        wrong.append(not row["correct"])
+        # rows from before the relevance stage have only the score, which was the support alone
+        support.append(row.get("answer_support", row["support"]))
+    if len(set(wrong)) < 2:
+        raise HearthError(f"{len(wrong)} answers with a score; fitting needs right and wrong ones")
+    x, wrong, support = np.array(x), np.array(wrong, dtype=bool), np.array(support)
+    names = ", ".join(Path(p).name for p in rows_files)
+    stage = RelevanceStage.fit(x, wrong, support,
+                               f"{len(wrong)} answers ({int(wrong.sum())} wrong) to {Path(squad).name} in {names}")
+    calibrations = load_calibrations(out)
+    if GROUNDING_QUESTION not in calibrations:
+        raise HearthError(f"{out} has no {GROUNDING_QUESTION!r} calibration to add the stage to")
+    calibrations[GROUNDING_QUESTION].relevance = stage
+    save_calibrations(calibrations, out)
+    scores = [stage.score(a, dict(zip(relevance.FEATURES, row))) for a, row in zip(support, x)]
+    result = {"out": str(out), "answers": len(wrong), "wrong": int(wrong.sum()), "threshold": stage.threshold,
+              "coefficients": dict(zip(stage.model.features, (round(c, 4) for c in stage.model.coef))),
+              # on the answers it was fitted on: how the stage ranks them, against the support alone
+              "fit_auroc": _auroc([s for s, w in zip(scores, wrong) if not w], [s for s, w in zip(scores, wrong) if w]),
+              "fit_auroc_support_alone": _auroc([s for s, w in zip(support, wrong) if not w],
+                                                [s for s, w in zip(support, wrong) if w])}
+    report(f"wrote the relevance stage of {out} [{GROUNDING_QUESTION}]: {result['answers']} answers, "
+           f"{result['wrong']} wrong; threshold {stage.threshold}; AUROC on them {result['fit_auroc']} "
+           f"(support alone {result['fit_auroc_support_alone']})")
+    return result

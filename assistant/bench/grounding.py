@@ -24,7 +24,7 @@ from assistant.errors import HearthError
 from assistant.files import read_records, write_atomic
 from assistant.grounding import feedback
 from assistant.grounding.calibration import (GENERAL, KIND_REGULARISATION, KINDS, REGULARISATION, SENTENCE_FEATURES,
-                                             Calibration, for_kind, save_calibrations)
+                                             WEIGHTS, Calibration, for_kind, load_calibrations, save_calibrations)
 
 MEASUREMENTS_VERSION = "1"  # bump when the splitting, embedder or model scoring changes
 FOLDS = 5
@@ -408,6 +408,16 @@ def fit_and_save(ragtruth: Path, wice: Path | None, out: Path, feedback_examples
         scored += yours
         names.append(f"your labels ({sentences} sentences of {len(yours)} replies, weight {feedback_weight:g})")
     calibrations = fit(scored, " + ".join(names), features)
+    # the relevance stage is fitted on answers, not on these labels (`hearth train relevance`): keep it
+    try:
+        previous = load_calibrations(out if Path(out).is_file() else WEIGHTS)
+    except (OSError, ValueError, KeyError, TypeError):  # a calibration fitted on other signals: nothing to keep
+        previous = load_calibrations(WEIGHTS)
+    for kind, c in calibrations.items():
+        if kind in previous and previous[kind].relevance is not None:
+            c.relevance = previous[kind].relevance
+            report(f"kept the relevance stage of [{kind}] ({c.relevance.fitted_on}); it reads the answer support "
+                   f"this fit changes: refit it with `hearth train relevance`")
     ensure_dir(Path(out).parent)
     save_calibrations(calibrations, out)
     for kind, c in calibrations.items():

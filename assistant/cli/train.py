@@ -103,6 +103,19 @@ def register(sub) -> None:
     q.add_argument("--json", action="store_true", help="print one JSON line")
     q.set_defaults(func=cmd_grounding)
 
+    q = ts.add_parser("relevance", help="fit the check's relevance stage on scored grounded answers",
+                      description="Fit the relevance stage of the check's `question` calibration: whether a "
+                                  "grounded answer addresses its question (the share of the question's terms it "
+                                  "repeats, its cosine to the question) read with its support, fitted on answers "
+                                  "that `hearth eval answers --rows FILE` kept, labelled by whether they contain "
+                                  "the gold answer. Answers to articles you evaluate on must not be in the rows.")
+    q.add_argument("--squad", required=True, metavar="FILE", help="the SQuAD file the rows answered")
+    q.add_argument("--rows", nargs="+", required=True, metavar="FILE", help="rows kept by `hearth eval answers --rows`")
+    q.add_argument("--out", help="the calibrations to add the stage to (default: the shipped "
+                                 "assistant/grounding/weights.json)")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+    q.set_defaults(func=cmd_relevance)
+
     q = ts.add_parser("support", help="train the check's support model (does this passage support this claim?)",
                       description="Train the support model: LoRA on the bundled MiniLM encoder plus a linear head, "
                                   "on human-labelled source/claim pairs (SummaC-style claims JSONL with "
@@ -192,6 +205,17 @@ def cmd_grounding(args: argparse.Namespace) -> int:
           "feedback_replies": len(examples or []),
           "answer_threshold": {k: c.answer_threshold for k, c in calibrations.items()},
           "sentence_threshold": {k: c.sentence_threshold for k, c in calibrations.items()}}, args.json)
+    return 0
+
+
+def cmd_relevance(args: argparse.Namespace) -> int:
+    from assistant.bench.answers import fit_relevance
+    from assistant.grounding.calibration import WEIGHTS
+    from assistant.files import input_file
+
+    rows = [input_file(Path(f), "the rows file") for f in args.rows]
+    squad = input_file(Path(args.squad), "the SQuAD file")
+    emit(fit_relevance(squad, rows, Path(args.out) if args.out else WEIGHTS, report=say), args.json)
     return 0
 
 

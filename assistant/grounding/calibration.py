@@ -9,6 +9,12 @@ labelled data gets its own, and `general` (fitted on all of them) serves any oth
 own models see only a few hundred answers and learn that data's habits (RAGTruth's QA errors are
 mostly invented digits), so its scores are averaged with the general ones. Applying them needs only
 numpy; fitting uses scikit-learn.
+
+An answer to a question can be supported and still wrong (a source sentence about something else).
+The `question` calibration may carry a relevance stage (RelevanceStage, fitted by `hearth train
+relevance` on Hearth's own answers to SQuAD questions, labelled by whether they contain the gold
+answer): a third logistic regression, on the relevance signals (relevance.py), whose probability
+that the answer addresses its question multiplies the answer's support into its final score.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy as np
 
 from assistant.config import GROUNDING_GENERAL as GENERAL
 from assistant.config import GROUNDING_KINDS as KINDS
-from assistant.grounding import lexical, model_evidence, semantic, support
+from assistant.grounding import lexical, model_evidence, relevance, semantic, support
 
 # Every signal the check measures per sentence, in the order of its rows. A calibration uses those it
 # was fitted on (LogisticModel.features): weights fitted before the support model keep working.
@@ -95,6 +101,39 @@ def best_f1_threshold(support: np.ndarray, hallucinated: np.ndarray) -> float:
 
 
 @dataclass
+class RelevanceStage:
+    """Whether an answer addresses its question, from the relevance signals (relevance.FEATURES):
+    `model` gives P(wrong); an answer's score is its support times 1 - P, so an answer fails when its
+    sources do not back it or when it answers something else, and the support keeps its weight even
+    where the answers it was fitted on were all copied from their sources. `threshold`: the score
+    below which the answer is called unsupported."""
+
+    model: LogisticModel
+    threshold: float
+    fitted_on: str = ""
+
+    def score(self, answer_support: float, signals: dict[str, float]) -> float:
+        x = np.array([[signals[name] for name in relevance.FEATURES]])
+        return float(answer_support * (1.0 - self.model.probability(x)[0]))
+
+    @classmethod
+    def fit(cls, x: np.ndarray, wrong: np.ndarray, support: np.ndarray, fitted_on: str = "",
+            c: float = REGULARISATION) -> "RelevanceStage":
+        """x: the relevance signals of each answer; wrong: whether it missed the gold answer; support:
+        its support by the sources alone (for the threshold)."""
+        model = LogisticModel.fit(x, wrong, relevance.FEATURES, c)
+        scores = np.asarray(support) * (1.0 - model.probability(x))
+        return cls(model, best_f1_threshold(scores, np.asarray(wrong, bool)), fitted_on)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RelevanceStage":
+        model = LogisticModel(**data["model"])
+        if tuple(model.features) != relevance.FEATURES:
+            raise ValueError("the relevance stage was fitted on other signals; refit with `hearth train relevance`.")
+        return cls(model, data["threshold"], data.get("fitted_on", ""))
+
+
+@dataclass
 class Calibration:
     """Both models and the support thresholds below which a sentence or answer is unsupported.
 
@@ -108,6 +147,7 @@ class Calibration:
     answer_threshold: float
     fitted_on: str = ""
     base: "Calibration | None" = field(default=None, repr=False)
+    relevance: RelevanceStage | None = None
 
     def sentence_support(self, rows: np.ndarray) -> np.ndarray:
         """Support of each sentence from its full signal rows."""
@@ -138,12 +178,15 @@ class Calibration:
     def to_dict(self) -> dict:
         data = asdict(self) | {"blended": self.base is not None}
         del data["base"]
+        if self.relevance is None:
+            del data["relevance"]
         return data
 
     @classmethod
     def from_dict(cls, data: dict, base: "Calibration | None" = None) -> "Calibration":
         made = cls(LogisticModel(**data["sentence"]), LogisticModel(**data["answer"]), data["sentence_threshold"],
-                   data["answer_threshold"], data.get("fitted_on", ""), base if data.get("blended") else None)
+                   data["answer_threshold"], data.get("fitted_on", ""), base if data.get("blended") else None,
+                   RelevanceStage.from_dict(data["relevance"]) if data.get("relevance") else None)
         if not set(made.sentence.features) <= set(SENTENCE_FEATURES) or \
                 tuple(made.answer.features) != answer_feature_names(made.sentence.features):
             raise ValueError("the calibration was fitted on other signals; refit with `hearth train grounding`.")

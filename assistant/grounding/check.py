@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from assistant.config import hearth_home
-from assistant.grounding import lexical, model_evidence, semantic, support
+from assistant.grounding import lexical, model_evidence, relevance, semantic, support
 from assistant.grounding.calibration import GENERAL, SENTENCE_FEATURES, Calibration, for_kind, load_calibrations
 from assistant.grounding.consistency import consistency
 from assistant.grounding.split import is_code, split_sentences
@@ -43,18 +43,23 @@ class SentenceCheck:
 
 @dataclass
 class Checks:
-    """The check of a whole answer: `score` is the answer's support in [0, 1] (None: nothing to check)."""
+    """The check of a whole answer: `score` in [0, 1] (None: nothing to check) is its support by the
+    sources (`support`), read with whether it addresses the question when the calibration has a
+    relevance stage (`relevance`: those signals)."""
 
     score: float | None
     sentences: list[SentenceCheck]
     threshold: float | None = None
+    support: float | None = None
+    relevance: dict[str, float] | None = None
 
     @property
     def supported(self) -> bool:
         return self.score is None or self.threshold is None or self.score >= self.threshold
 
     def to_dict(self) -> dict:
-        return {"score": self.score, "threshold": self.threshold, "sentences": [asdict(s) for s in self.sentences]}
+        return {"score": self.score, "threshold": self.threshold, "support": self.support,
+                "relevance": self.relevance, "sentences": [asdict(s) for s in self.sentences]}
 
 
 @dataclass
@@ -217,19 +222,23 @@ def check(answer: str, sources: list[tuple[int, str]], embedder, scorer=None, qu
     """
     if scorer is None:
         scorer = default_scorer()
+    calibration = calibration or for_kind(active_calibrations(), kind)
     found = signals(answer, [text for _, text in sources], embedder, scorer or None, question)
     agreement = None
     if samples and any(r is not None for r in found.rows):
         texts = [_sentence_text(answer, span) for span, r in zip(found.spans, found.rows) if r is not None]
         agreement = consistency(texts, samples, embedder)
-    return judge(answer, sources, found, calibration or for_kind(active_calibrations(), kind), agreement)
+    asked = relevance.features(question, answer, embedder) if calibration.relevance and question else None
+    return judge(answer, sources, found, calibration, agreement, asked)
 
 
 def judge(answer: str, sources: list[tuple[int, str]], found: Signals, calibration: Calibration,
-          agreement: np.ndarray | None = None) -> Checks:
+          agreement: np.ndarray | None = None, asked: dict[str, float] | None = None) -> Checks:
     """The verdicts a calibration gives an answer's signals (one measurement, any calibration).
 
     agreement: each verifiable sentence's self-consistency with re-sampled answers, if measured.
+    asked: the answer's relevance signals (relevance.features), read by the calibration's relevance
+    stage when it has one.
     """
     if not found.spans:
         return Checks(None, [], calibration.answer_threshold)
@@ -248,11 +257,17 @@ def judge(answer: str, sources: list[tuple[int, str]], found: Signals, calibrati
         if receipt is not None:  # the receipt names the chunk id, not the source's position (signals stay as measured)
             receipt = {"chunk": sources[receipt["source"]][0]} | {k: v for k, v in receipt.items() if k != "source"}
         results.append(SentenceCheck(answer[a:b], a, b, score, verdict, [sources[j][0] for j in best], receipt))
-    score = calibration.answer_support(np.stack(rows)) if rows else None
+    supported = calibration.answer_support(np.stack(rows)) if rows else None
     if agreement is not None:
-        score = (score + float(agreement.mean())) / 2
+        supported = (supported + float(agreement.mean())) / 2
+    score, threshold = supported, calibration.answer_threshold
+    stage = calibration.relevance
+    if stage is not None and asked is not None and supported is not None:
+        score, threshold = stage.score(supported, asked), stage.threshold
     checked = [r for r in results if r.verdict != "unverifiable"]
-    if score is not None and score < calibration.answer_threshold and all(r.verdict == "supported" for r in checked):
+    if score is not None and score < threshold and all(r.verdict == "supported" for r in checked):
         # the answer as a whole fails: show the user the sentence most likely to blame
         min(checked, key=lambda r: r.score).verdict = "unsupported"
-    return Checks(None if score is None else round(score, 4), results, calibration.answer_threshold)
+    rounded = None if score is None else round(score, 4)
+    return Checks(rounded, results, threshold, None if supported is None else round(supported, 4),
+                  None if asked is None else {k: round(v, 4) for k, v in asked.items()})

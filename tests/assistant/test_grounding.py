@@ -213,7 +213,7 @@ def test_check_flags_the_fabricated_sentence_and_keeps_the_faithful_one(embedder
 
 def test_checks_json_shape(embedder):
     result = check("The Rhine is 1,230 kilometres long.", [(3, SOURCE)], embedder).to_dict()
-    assert set(result) == {"score", "threshold", "sentences"}
+    assert set(result) == {"score", "threshold", "support", "relevance", "sentences"}
     (sentence,) = result["sentences"]
     assert set(sentence) == {"text", "start", "end", "score", "verdict", "evidence", "receipt"}
     assert sentence["evidence"] == [3] and sentence["verdict"] in ("supported", "unsupported")

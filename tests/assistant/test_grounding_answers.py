@@ -7,7 +7,7 @@ claim), so a refit that ranks a plain fabrication above a faithful answer fails 
 
 import pytest
 
-from assistant.grounding import check
+from assistant.grounding import check, relevance
 from assistant.grounding.check import default_scorer, judge, shipped_calibration, signals
 
 WARRANTY = ("The Hearth X200 kettle comes with a two-year limited warranty covering manufacturing defects. "
@@ -51,7 +51,8 @@ FABRICATED = [
 
 @pytest.fixture(scope="module")
 def supports(embedder):
-    """Answer support of every case under the two calibrations users meet (measured once, judged by each)."""
+    """Answer support of every case under the two calibrations users meet (measured once, judged by each),
+    by the sources alone: whether an answer addresses its question is test_relevance.py's."""
     scorer = default_scorer()
     measured = [[(answer, source, signals(answer, [source], embedder, scorer, question))
                  for source, question, answer in cases] for cases in (FAITHFUL, FABRICATED)]
@@ -62,7 +63,8 @@ def supports(embedder):
 def test_judging_measured_signals_is_the_whole_check(embedder):
     source, question, answer = FABRICATED[0]
     found = signals(answer, [source], embedder, default_scorer(), question)
-    assert judge(answer, [(1, source)], found, shipped_calibration("question")) == check(
+    asked = relevance.features(question, answer, embedder)  # the question calibration's relevance stage reads them
+    assert judge(answer, [(1, source)], found, shipped_calibration("question"), asked=asked) == check(
         answer, [(1, source)], embedder, question=question, kind="question")
 
 

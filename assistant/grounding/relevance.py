@@ -1,0 +1,36 @@
+"""Relevance: does a grounded answer address the question it was asked?
+
+The check's other signals ask whether the sources support each sentence. A wrong answer from a
+small model is most often a real source sentence about something else ("What replaced the Sky+
+Box?" answered with a sentence about the Sky Q boxes): fully supported, and wrong. Two signals
+read the answer against the question instead:
+
+- question_coverage: the share of the question's distinct content terms (stemmed, as the lexical
+  signals count them) that the answer repeats;
+- question_cosine: the embedder's cosine between the question and the answer.
+
+For answers to a question, the calibration's relevance stage (calibration.RelevanceStage, fitted by
+`hearth train relevance` on Hearth's own scored answers) combines them with the answer's support.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from assistant.grounding import lexical
+
+FEATURES = ("question_coverage", "question_cosine")
+_CITATION = re.compile(r"\s*\[\d+\]")
+
+
+def features(question: str, answer: str, embedder) -> dict[str, float] | None:
+    """The relevance signals of an answer, or None when the question has no content terms."""
+    asked = set(lexical.content_terms(question))
+    text = _CITATION.sub("", answer).strip()
+    if not asked or not text:
+        return None
+    coverage = len(asked & set(lexical.content_terms(text))) / len(asked)
+    q, a = embedder.encode([question, text])
+    return {"question_coverage": coverage, "question_cosine": float(np.dot(q, a))}
