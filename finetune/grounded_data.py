@@ -19,6 +19,7 @@ without asking the model, so they teach it nothing.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import tempfile
@@ -172,6 +173,11 @@ def build(squad: Path, out: Path, exclude: list[Path] = (), limit: int | None = 
                 example = _example(collection, paragraph, entities[title], q, rng, gold_removed_share,
                                    perturbed_share, sources_k, counts)
                 if example is not None:
+                    # sources are named relative to the temporary folder ("docs/003.md"): the same
+                    # command writes the same bytes
+                    for message in example:
+                        for prefix in {f"{Path(tmp).resolve()}{os.sep}", f"{tmp}{os.sep}"}:
+                            message["content"] = message["content"].replace(prefix, "")
                     f.write(json.dumps({"messages": example}, ensure_ascii=False) + "\n")
                     written += 1
                 if n % 200 == 0:

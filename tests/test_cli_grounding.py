@@ -16,7 +16,8 @@ def test_check_json_against_source_files(tmp_path, hearth_home):
     out = hearth("check", "--sources", str(tmp_path / "rhine.md"), str(tmp_path / "other.txt"), "--answer", "-",
                  "--json", stdin=answer, home=hearth_home).stdout
     data = json.loads(out)
-    assert set(data) == {"score", "threshold", "sentences"}
+    assert set(data) == {"score", "threshold", "support", "relevance", "sentences"}
+    assert data["relevance"] is None and data["score"] == data["support"]  # no question: the support alone
     first, second = data["sentences"]
     assert (first["text"], first["start"], first["end"]) == ("The Rhine is 1,230 kilometres long.", 0, 35)
     assert first["verdict"] == "supported" and first["evidence"][0] == 1
@@ -26,6 +27,11 @@ def test_check_json_against_source_files(tmp_path, hearth_home):
     assert (receipt["chunk"], receipt["path"], receipt["line"]) == (1, str(tmp_path / "rhine.md"), 1)
     assert (receipt["text"], receipt["start"], receipt["end"]) == ("The Rhine is 1,230 kilometres long.", 0, 35)
     assert receipt["support"] > second["receipt"]["support"]
+    # asked as an answer to a question, the check also reads whether it addresses the question
+    asked = json.loads(hearth("check", "--sources", str(tmp_path / "rhine.md"), "--answer", "The Rhine is 1,230 "
+                              "kilometres long.", "--question", "How long is the Rhine?", "--kind", "question",
+                              "--json", home=hearth_home).stdout)
+    assert asked["relevance"]["question_coverage"] == 1.0 and asked["score"] <= asked["support"]
 
 
 def test_check_plain_output_marks_unsupported(tmp_path, hearth_home):

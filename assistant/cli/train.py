@@ -210,8 +210,8 @@ def cmd_grounding(args: argparse.Namespace) -> int:
 
 def cmd_relevance(args: argparse.Namespace) -> int:
     from assistant.bench.answers import fit_relevance
-    from assistant.grounding.calibration import WEIGHTS
     from assistant.files import input_file
+    from assistant.grounding.calibration import WEIGHTS
 
     rows = [input_file(Path(f), "the rows file") for f in args.rows]
     squad = input_file(Path(args.squad), "the SQuAD file")

@@ -265,8 +265,9 @@ def judge(answer: str, sources: list[tuple[int, str]], found: Signals, calibrati
     if stage is not None and asked is not None and supported is not None:
         score, threshold = stage.score(supported, asked), stage.threshold
     checked = [r for r in results if r.verdict != "unverifiable"]
-    if score is not None and score < threshold and all(r.verdict == "supported" for r in checked):
-        # the answer as a whole fails: show the user the sentence most likely to blame
+    if supported is not None and supported < calibration.answer_threshold and all(r.verdict == "supported" for r in checked):
+        # the sources do not back the answer as a whole: show the user the sentence most likely to blame
+        # (an answer that fails only the relevance stage keeps its sentences' verdicts: they are about support)
         min(checked, key=lambda r: r.score).verdict = "unsupported"
     rounded = None if score is None else round(score, 4)
     return Checks(rounded, results, threshold, None if supported is None else round(supported, 4),

@@ -77,6 +77,8 @@ def test_judge_reads_the_stage_only_with_relevance_signals():
     assert on.threshold == off.threshold == question.relevance.threshold
     assert on.score > on.threshold > off.score and on.supported and not off.supported
     assert off.relevance == {"question_coverage": 0.0, "question_cosine": 0.1}
+    # a sentence's verdict is about its support: failing the question does not mark it
+    assert [s.verdict for s in off.sentences] == [s.verdict for s in plain.sentences] == ["supported"]
     assert off.to_dict()["support"] == plain.support
 
 

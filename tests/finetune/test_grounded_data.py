@@ -31,6 +31,11 @@ def test_grounded_sft_cites_the_source_holding_the_answer_and_refuses_without_it
     sentences = [x.strip() + "." for c in contexts for x in c.split(".") if x.strip()]
     assert sum(x in system["content"] for x in sentences) == rag.ADAPTER_FOCUS
     assert by_question["When was the Berlin Wall rebuilt?"][2]["content"] == rag.ABSTAIN
+    # sources are named within the data's own folder, so the same command writes the same bytes
+    assert "(docs/001.md, line " in by_question["When did the Berlin Wall fall?"][0]["content"]
+    again = tmp_path / "again.jsonl"
+    hearth("data", "grounded-sft", "--squad", squad, "--out", again, "--gold-removed-share", "0", "-k", "2")
+    assert again.read_bytes() == out.read_bytes()
 
     # every answerable question asked without its gold paragraph: a refusal, with no source holding the answer
     refusals = tmp_path / "refusals.jsonl"
