@@ -64,9 +64,12 @@ def test_judge_reads_the_stage_only_with_relevance_signals():
     from dataclasses import replace
 
     shipped = load_calibrations()["question"]
-    # a calibration sure of every answer's support (P(hallucinated) = 0.0067), with the stage
-    sure = replace(shipped.answer, coef=[0.0] * len(shipped.answer.coef), intercept=-5.0)
-    question = replace(shipped, answer=sure, base=None, relevance=_stage())
+    # a calibration sure of every sentence's and answer's support (P(hallucinated) = 0.0067), with the stage
+    def sure(model):
+        return replace(model, coef=[0.0] * len(model.coef), intercept=-5.0)
+
+    question = replace(shipped, sentence=sure(shipped.sentence), answer=sure(shipped.answer), base=None,
+                       relevance=_stage())
     answer = "Miso sleeps on the windowsill."
     found = Signals([(0, len(answer))], [np.full(len(SENTENCE_FEATURES), 0.5)], [[0]], [None])
     plain = judge(answer, [(1, NOTES)], found, question)
