@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -181,10 +181,21 @@ def personal_weights() -> Path:
     return hearth_home() / "grounding" / "weights.json"
 
 
+def _with_shipped_stages(calibrations: dict[str, Calibration]) -> dict[str, Calibration]:
+    """The calibrations, each kind without a relevance stage given the shipped one's: the stage is
+    fitted on Hearth's answers, not on the labels a calibration of yours adds (and yours may predate it,
+    or have too few answers of a kind to fit that kind its own calibration)."""
+    for kind, shipped in shipped_calibrations().items():
+        own = for_kind(calibrations, kind)
+        if shipped.relevance is not None and own.relevance is None:
+            calibrations[kind] = replace(own, relevance=shipped.relevance)
+    return calibrations
+
+
 @lru_cache(maxsize=4)
 def _personal(path: str, mtime_ns: int) -> dict[str, Calibration] | None:
     try:
-        return load_calibrations(Path(path))
+        return _with_shipped_stages(load_calibrations(Path(path)))
     except (OSError, ValueError, KeyError, TypeError) as exc:  # e.g. fitted before an upgrade changed the signals
         log.warning("your calibration is not used, the shipped one is (%s). `hearth train grounding --feedback` "
                     "refits yours.", exc if path in str(exc) else f"{path}: {exc}")

@@ -157,3 +157,18 @@ def test_the_shipped_check_fails_a_supported_answer_to_another_question(embedder
     assert other.score < other.support  # the sources back it: the question is what it misses
     unchecked = check("The compost heap is turned every week [1].", [(1, NOTES)], embedder, kind="question")
     assert unchecked.relevance is None and unchecked.score == unchecked.support  # no question, no stage
+
+
+def test_a_calibration_of_your_own_without_a_stage_uses_the_shipped_one():
+    from assistant.grounding.calibration import for_kind
+    from assistant.grounding.check import active_calibrations, personal_weights
+
+    data = json.loads(WEIGHTS.read_text())  # yours: fitted before the stage, with no question calibration of its own
+    del data["question"]
+    personal_weights().parent.mkdir(parents=True, exist_ok=True)
+    personal_weights().write_text(json.dumps(data))
+    active = active_calibrations()
+    shipped = load_calibrations()
+    assert for_kind(active, "question").relevance == shipped["question"].relevance is not None
+    assert for_kind(active, "question").answer.coef == shipped["general"].answer.coef  # your (here: general) support
+    assert for_kind(active, "general").relevance is None
