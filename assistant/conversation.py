@@ -572,7 +572,8 @@ class ChatSession:
         kind = check_kind(sources is not None)
         if sources is not None:
             checks = grounding.check(answer, [(s.chunk_id, s.text) for s in sources], self.collection.embedder,
-                                     question=question, samples=samples, kind=kind)
+                                     question=question, samples=samples, kind=kind,
+                                     chunks=[s.chunk_text or s.text for s in sources])
             rag.locate_receipts(checks, sources)
             return rag.add_citations(answer, checks, sources), checks
         from retrieval.embedder import shared_embedder

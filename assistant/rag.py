@@ -22,8 +22,6 @@ ADAPTER_FOCUS = 3
 # v1.1 questions the answer sentence was among the 3 chosen 85.7% of the time by cosine alone and
 # 93.2% with stemmed words counted at 0.7 and pronouns read after their previous sentence (docs/BENCHMARKS.md).
 FOCUS_KEYWORD_WEIGHT = 0.7
-# A sentence that opens with one of these is read after the sentence before it when choosing evidence.
-_PRONOUN = re.compile(r"(?:he|she|it|its|they|their|them|his|her|this|these|that|those)\b", re.IGNORECASE)
 
 SYSTEM_TEMPLATE = (
     "You are a helpful assistant. Use the following documents to answer.\n\n{sources}\n\n"
@@ -53,6 +51,8 @@ class Source:
     # A focused source's text is sentences taken from the chunk in another order: (start in text, line
     # in the file) of each, so that a receipt inside it points at its own line. Empty: text follows the file.
     sentence_lines: tuple[tuple[int, int], ...] = ()
+    # A focused source's chunk as retrieved (what a sentence that opens with "She" follows); empty: text is it.
+    chunk_text: str = ""
 
     def to_dict(self) -> dict:
         return {"rank": self.number, "score": round(self.score, 6), "path": self.path, "line": self.line,
@@ -85,6 +85,7 @@ def focused(sources: list[Source], question: str, query_vec, embedder, sentences
     better of that and the cosine to it after the sentence before it, which names what "She" or "It"
     is), plus FOCUS_KEYWORD_WEIGHT times the share of the question's terms the sentence holds
     (keyword_shares), each term weighted by how rare it is among the candidate sentences."""
+    from assistant.grounding import lexical
     from assistant.grounding.semantic import sentence_vectors
     from retrieval.chunker import sentences as sentence_spans
 
@@ -95,9 +96,9 @@ def focused(sources: list[Source], question: str, query_vec, embedder, sentences
             continue
         texts = [" ".join(source.text[a:b].split()) for a, b in spans]
         cosines = sentence_vectors(embedder, source.text) @ query_vec
-        if any(_PRONOUN.match(t) for t in texts):  # else the second embedding would go unread
+        if any(lexical.PRONOUN.match(t) for t in texts):  # else the second embedding would go unread
             after_previous = sentence_vectors(embedder, source.text, with_previous=True) @ query_vec
-            cosines = [max(c, p) if _PRONOUN.match(t) else c for c, p, t in zip(cosines, after_previous, texts)]
+            cosines = [max(c, p) if lexical.PRONOUN.match(t) else c for c, p, t in zip(cosines, after_previous, texts)]
         candidates += [(float(c), i, a, t) for c, (a, _), t in zip(cosines, spans, texts)]
     shares = keyword_shares(question, [text for *_, text in candidates])
     scored = [(c + FOCUS_KEYWORD_WEIGHT * share, i, a, text) for (c, i, a, text), share in zip(candidates, shares)]
@@ -106,7 +107,7 @@ def focused(sources: list[Source], question: str, query_vec, embedder, sentences
     for _, i, start, text in chosen:
         kept.setdefault(i, []).append((text, sources[i].line + sources[i].text[:start].count("\n")))
     return [replace(sources[i], number=n, line=sentences_lines[0][1], text=" ".join(t for t, _ in sentences_lines),
-                    sentence_lines=_offsets(sentences_lines))
+                    sentence_lines=_offsets(sentences_lines), chunk_text=sources[i].chunk_text or sources[i].text)
             for n, (i, sentences_lines) in enumerate(kept.items(), 1)]
 
 

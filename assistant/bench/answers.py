@@ -189,6 +189,7 @@ def _answer(q, settings: ChatSettings, backend: Backend, collection) -> dict:
         "tokens": reply.timings.completion_tokens,
         "support": (reply.checks or {}).get("score"),  # the check's score of the answer
         "answer_support": (reply.checks or {}).get("support"),  # its support by the sources alone
+        "relevance": (reply.checks or {}).get("relevance"),  # the relevance signals the check measured
         "reply": reply.content,  # for reading the answers afterwards; not scored again
     }
 
@@ -257,7 +258,8 @@ def fit_relevance(squad: Path, rows_files: list[Path], out: Path, report: Callab
     x, wrong, support = [], [], []
     embedder = shared_embedder()
     for q, row in answered:
-        signals = relevance.features(q.text, row["reply"], embedder)
+        # the signals as the check measured them (with the sources), else from the question and reply alone
+        signals = row.get("relevance") or relevance.features(q.text, row["reply"], embedder)
         if signals is None:
             continue
         x.append([signals[name] for name in relevance.FEATURES])

@@ -106,9 +106,10 @@ def register(sub) -> None:
     q = ts.add_parser("relevance", help="fit the check's relevance stage on scored grounded answers",
                       description="Fit the relevance stage of the check's `question` calibration: whether a "
                                   "grounded answer addresses its question (the share of the question's terms it "
-                                  "repeats, its cosine to the question) read with its support, fitted on answers "
-                                  "that `hearth eval answers --rows FILE` kept, labelled by whether they contain "
-                                  "the gold answer. Answers to articles you evaluate on must not be in the rows.")
+                                  "repeats, its cosine to the question), which multiplies its support; fitted on "
+                                  "answers that `hearth eval answers --rows FILE` kept, labelled by whether they "
+                                  "contain the gold answer. Answers to articles you evaluate on must not be in "
+                                  "the rows.")
     q.add_argument("--squad", required=True, metavar="FILE", help="the SQuAD file the rows answered")
     q.add_argument("--rows", nargs="+", required=True, metavar="FILE", help="rows kept by `hearth eval answers --rows`")
     q.add_argument("--out", help="the calibrations to add the stage to (default: the shipped "

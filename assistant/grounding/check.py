@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from assistant.config import GROUNDING_QUESTION as QUESTION
 from assistant.config import hearth_home
 from assistant.grounding import lexical, model_evidence, relevance, semantic, support
 from assistant.grounding.calibration import GENERAL, SENTENCE_FEATURES, Calibration, for_kind, load_calibrations
@@ -223,13 +224,15 @@ def default_scorer() -> model_evidence.TokenScorer:
 
 
 def check(answer: str, sources: list[tuple[int, str]], embedder, scorer=None, question: str = "",
-          calibration: Calibration | None = None, samples: list[str] | None = None, kind: str = GENERAL) -> Checks:
+          calibration: Calibration | None = None, samples: list[str] | None = None, kind: str = GENERAL,
+          chunks: list[str] | None = None) -> Checks:
     """Score every sentence of the answer against (chunk id, text) sources.
 
     kind names what the answer was asked to do (calibration.KINDS) and picks the calibration
     (active_calibrations: the user's own, else the shipped one) when none is given. scorer defaults to the default model; pass False to leave the
     model signals out (their features are then zero, which the calibration reads as weak evidence).
-    samples, re-sampled answers to the same prompt, turn on self-consistency.
+    samples, re-sampled answers to the same prompt, turn on self-consistency. chunks: the texts the
+    sources were cut from when they are focused evidence (pronoun_context), in the same order.
     """
     if scorer is None:
         scorer = default_scorer()
@@ -239,8 +242,28 @@ def check(answer: str, sources: list[tuple[int, str]], embedder, scorer=None, qu
     if samples and any(r is not None for r in found.rows):
         texts = [_sentence_text(answer, span) for span, r in zip(found.spans, found.rows) if r is not None]
         agreement = consistency(texts, samples, embedder)
-    asked = relevance.features(question, answer, embedder) if calibration.relevance and question else None
+    texts = [text for _, text in sources]
+    asked = relevance.features(question, answer, embedder, pronoun_context(answer, found, texts, chunks)) \
+        if question and kind == QUESTION else None
     return judge(answer, sources, found, calibration, agreement, asked)
+
+
+def pronoun_context(answer: str, found: Signals, sources: list[str], chunks: list[str] | None = None) -> str:
+    """For each answer sentence that opens with a pronoun, the sentence before its receipt's in the
+    source's chunk (what "She" or "They" stands for), joined: relevance counts their terms as the
+    answer's. chunks: the texts focused sources were cut from (their sentences in another order)."""
+    from retrieval.chunker import sentences
+
+    before = []
+    for span, receipt in zip(found.spans, found.receipts):
+        if receipt is None or not lexical.PRONOUN.match(_sentence_text(answer, span)):
+            continue
+        evidence = " ".join(sources[receipt["source"]][receipt["start"] : receipt["end"]].split())
+        chunk = (chunks or sources)[receipt["source"]]
+        texts = [" ".join(chunk[a:b].split()) for a, b in sentences(chunk)]
+        if evidence in texts[1:]:
+            before.append(texts[texts.index(evidence, 1) - 1])
+    return " ".join(before)
 
 
 def judge(answer: str, sources: list[tuple[int, str]], found: Signals, calibration: Calibration,
@@ -276,7 +299,8 @@ def judge(answer: str, sources: list[tuple[int, str]], found: Signals, calibrati
     if stage is not None and asked is not None and supported is not None:
         score, threshold = stage.score(supported, asked), stage.threshold
     checked = [r for r in results if r.verdict != "unverifiable"]
-    if supported is not None and supported < calibration.answer_threshold and all(r.verdict == "supported" for r in checked):
+    backed = supported is None or supported >= calibration.answer_threshold
+    if not backed and all(r.verdict == "supported" for r in checked):
         # the sources do not back the answer as a whole: show the user the sentence most likely to blame
         # (an answer that fails only the relevance stage keeps its sentences' verdicts: they are about support)
         min(checked, key=lambda r: r.score).verdict = "unsupported"

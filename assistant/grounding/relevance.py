@@ -6,7 +6,9 @@ Box?" answered with a sentence about the Sky Q boxes): fully supported, and wron
 read the answer against the question instead:
 
 - question_coverage: the share of the question's distinct content terms (stemmed, as the lexical
-  signals count them) that the answer repeats;
+  signals count them) that the answer repeats; an answer sentence that opens with a pronoun ("She
+  sleeps on the windowsill.") also holds the terms of the source sentence before its evidence, which
+  names what the pronoun stands for (`context`, check.pronoun_context);
 - question_cosine: the embedder's cosine between the question and the answer.
 
 For answers to a question, the calibration's relevance stage (calibration.RelevanceStage, fitted by
@@ -25,12 +27,13 @@ FEATURES = ("question_coverage", "question_cosine")
 _CITATION = re.compile(r"\s*\[\d+\]")
 
 
-def features(question: str, answer: str, embedder) -> dict[str, float] | None:
-    """The relevance signals of an answer, or None when the question has no content terms."""
+def features(question: str, answer: str, embedder, context: str = "") -> dict[str, float] | None:
+    """The relevance signals of an answer (context: text whose terms count as the answer's), or None
+    when the question has no content terms."""
     asked = set(lexical.content_terms(question))
     text = _CITATION.sub("", answer).strip()
     if not asked or not text:
         return None
-    coverage = len(asked & set(lexical.content_terms(text))) / len(asked)
+    coverage = len(asked & set(lexical.content_terms(f"{text} {context}"))) / len(asked)
     q, a = embedder.encode([question, text])
     return {"question_coverage": coverage, "question_cosine": float(np.dot(q, a))}

@@ -8,7 +8,7 @@ claim), so a refit that ranks a plain fabrication above a faithful answer fails 
 import pytest
 
 from assistant.grounding import check, relevance
-from assistant.grounding.check import default_scorer, judge, shipped_calibration, signals
+from assistant.grounding.check import default_scorer, judge, pronoun_context, shipped_calibration, signals
 
 WARRANTY = ("The Hearth X200 kettle comes with a two-year limited warranty covering manufacturing defects. "
             "The warranty does not cover damage from descaling with vinegar. To claim, email "
@@ -63,7 +63,8 @@ def supports(embedder):
 def test_judging_measured_signals_is_the_whole_check(embedder):
     source, question, answer = FABRICATED[0]
     found = signals(answer, [source], embedder, default_scorer(), question)
-    asked = relevance.features(question, answer, embedder)  # the question calibration's relevance stage reads them
+    # the relevance signals the question calibration's stage reads
+    asked = relevance.features(question, answer, embedder, pronoun_context(answer, found, [source]))
     assert judge(answer, [(1, source)], found, shipped_calibration("question"), asked=asked) == check(
         answer, [(1, source)], embedder, question=question, kind="question")
 

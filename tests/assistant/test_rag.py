@@ -172,6 +172,7 @@ def test_a_receipt_inside_focused_evidence_points_at_its_own_sentences_line(embe
     first = "It is ready after nine months."
     assert source.text == first + " The compost heap is turned every two weeks."
     assert (source.line, source.sentence_lines) == (13, ((0, 13), (len(first) + 1, 12)))
+    assert source.chunk_text == note.text  # what "It" follows, for the check's pronoun context
     checks = SimpleNamespace(sentences=[SimpleNamespace(receipt={"chunk": 13, "start": len(first) + 1}),
                                         SimpleNamespace(receipt={"chunk": 13, "start": 3}), SimpleNamespace(receipt=None)])
     rag.locate_receipts(checks, [source])

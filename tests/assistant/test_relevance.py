@@ -28,6 +28,31 @@ def test_question_coverage_counts_the_questions_stemmed_terms_the_answer_repeats
     assert relevance.features(asked, "[1]", embedder) is None
 
 
+def test_an_answer_opening_with_a_pronoun_holds_what_the_sentence_before_its_evidence_names(embedder):
+    from assistant.grounding.check import pronoun_context
+
+    cat = "Our cat is called Miso. She sleeps on the windowsill in the kitchen. The compost heap is turned every week."
+    answer = "She sleeps on the windowsill in the kitchen [1]. The heap is turned weekly [1]."
+    start = cat.index("She")
+    receipts = [{"source": 0, "start": start, "end": cat.index(" The compost")}, {"source": 0, "start": 0, "end": 5}]
+    found = Signals([(0, 48), (49, len(answer))], [None, None], [[], []], receipts)
+    assert pronoun_context(answer, found, [cat]) == "Our cat is called Miso."  # the second opens with no pronoun
+    # focused evidence: the chunk's sentences closest first; "She" follows what it followed in the chunk
+    focused = "She sleeps on the windowsill in the kitchen. The compost heap is turned every week."
+    receipts[0] = {"source": 0, "start": 0, "end": focused.index(" The compost")}
+    assert pronoun_context(answer, found, [focused], chunks=[cat]) == "Our cat is called Miso."
+    assert pronoun_context(answer, found, [focused]) == ""  # nothing before it in the focused text
+    asked = "Where does Miso sleep?"
+    assert relevance.features(asked, answer[:48], embedder)["question_coverage"] == 0.5
+    assert relevance.features(asked, answer[:48], embedder, "Our cat is called Miso.")["question_coverage"] == 1.0
+    # the whole check finds the context through the receipt the support model gave the sentence
+    from assistant.grounding.check import check
+
+    checked = check(answer[:48], [(1, cat)], embedder, question=asked, kind="question")
+    assert checked.sentences[0].receipt["text"] == "She sleeps on the windowsill in the kitchen."
+    assert checked.relevance["question_coverage"] == 1.0
+
+
 def _stage(seed: int = 0) -> RelevanceStage:
     """A stage fitted on supported answers that are wrong exactly when they repeat little of the question."""
     rng = np.random.default_rng(seed)
@@ -88,13 +113,15 @@ def test_judge_reads_the_stage_only_with_relevance_signals():
 SQUAD = {"version": "1.1", "data": [{"title": "Notes", "paragraphs": [{"context": NOTES, "qas": [
     {"id": "1", "question": "Where does Miso sleep?", "answers": [{"text": "windowsill", "answer_start": 40}]},
     {"id": "2", "question": "When was Miso born?", "answers": [{"text": "March 2019", "answer_start": 17}]},
-    {"id": "3", "question": "How often is the compost heap turned?", "answers": [{"text": "every week", "answer_start": 100}]},
+    {"id": "3", "question": "How often is the compost heap turned?",
+     "answers": [{"text": "every week", "answer_start": 100}]},
 ]}]}]}
 
 
 def _row(question: int, reply: str, correct: bool, refused: bool = False, support=0.9, **more) -> str:
     """A row as `eval answers --rows` keeps it (a key per row: answers of several settings)."""
-    return json.dumps({"key": reply[:12], "question": question, "impossible": False, "correct": correct, "refused": refused,
+    return json.dumps({"key": reply[:12], "question": question, "impossible": False, "correct": correct,
+                       "refused": refused,
                        "cited": not refused, "cut": False, "tokens": 9, "support": None if refused else support,
                        "reply": reply} | more)
 
@@ -124,10 +151,12 @@ def test_train_relevance_refuses_rows_of_another_file_and_rows_all_right(tmp_pat
     squad, rows = tmp_path / "squad.json", tmp_path / "rows.jsonl"
     squad.write_text(json.dumps(SQUAD))
     rows.write_text(_row(7, "Miso sleeps on the windowsill.", True) + "\n")
-    run = hearth("train", "relevance", "--squad", str(squad), "--rows", str(rows), "--out", str(tmp_path / "w"), check=False)
+    run = hearth("train", "relevance", "--squad", str(squad), "--rows", str(rows), "--out", str(tmp_path / "w"),
+                 check=False)
     assert run.returncode != 0 and "not kept for" in run.stderr
     rows.write_text(_row(0, "Miso sleeps on the windowsill.", True) + "\n")
-    run = hearth("train", "relevance", "--squad", str(squad), "--rows", str(rows), "--out", str(tmp_path / "w"), check=False)
+    run = hearth("train", "relevance", "--squad", str(squad), "--rows", str(rows), "--out", str(tmp_path / "w"),
+                 check=False)
     assert run.returncode != 0 and "right and wrong" in run.stderr
     run = hearth("train", "relevance", "--squad", str(tmp_path / "none.json"), "--rows", str(rows), check=False)
     assert run.returncode != 0 and "does not exist" in run.stderr
