@@ -16,6 +16,7 @@ from assistant.grounding import lexical, model_evidence, relevance, semantic, su
 from assistant.grounding.calibration import GENERAL, SENTENCE_FEATURES, Calibration, for_kind, load_calibrations
 from assistant.grounding.consistency import consistency
 from assistant.grounding.split import is_code, split_sentences
+from retrieval.chunker import sentences as sentence_spans_of
 
 log = logging.getLogger(__name__)
 
@@ -252,15 +253,13 @@ def pronoun_context(answer: str, found: Signals, sources: list[str], chunks: lis
     """For each answer sentence that opens with a pronoun, the sentence before its receipt's in the
     source's chunk (what "She" or "They" stands for), joined: relevance counts their terms as the
     answer's. chunks: the texts focused sources were cut from (their sentences in another order)."""
-    from retrieval.chunker import sentences
-
     before = []
     for span, receipt in zip(found.spans, found.receipts):
         if receipt is None or not lexical.PRONOUN.match(_sentence_text(answer, span)):
             continue
         evidence = " ".join(sources[receipt["source"]][receipt["start"] : receipt["end"]].split())
         chunk = (chunks or sources)[receipt["source"]]
-        texts = [" ".join(chunk[a:b].split()) for a, b in sentences(chunk)]
+        texts = [" ".join(chunk[a:b].split()) for a, b in sentence_spans_of(chunk)]
         if evidence in texts[1:]:
             before.append(texts[texts.index(evidence, 1) - 1])
     return " ".join(before)
