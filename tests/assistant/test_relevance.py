@@ -133,7 +133,8 @@ def test_train_relevance_fits_the_stage_on_kept_answers(tmp_path, embedder):
     rows.write_text("\n".join([
         _row(0, "Miso sleeps on the windowsill in the kitchen [1].", True),
         _row(0, "Miso was born in March 2019 [1].", False, support=0.95),
-        _row(1, "Miso was born in March 2019 [1].", True, answer_support=0.8),
+        # the stage reads the support by the sources alone where the row has it, not the score it was given
+        _row(1, "Miso was born in March 2019 [1].", True, support=0.5, answer_support=0.92),
         _row(1, "The compost heap is turned every week [1].", False),
         _row(2, "The compost heap is turned every week [1].", True),
         _row(2, "I don't know based on the documents.", False, refused=True),  # refusals are not scored
