@@ -74,6 +74,11 @@ def _auroc(positive: list[float], negative: list[float]) -> float | None:
     return round(float(roc_auc_score([1] * len(positive) + [0] * len(negative), positive + negative)), 4)
 
 
+def _auroc_correct(scores: list[float], correct: list[bool]) -> float | None:
+    """Does the score rank answers that contain the gold answer above those that do not?"""
+    return _auroc([s for s, ok in zip(scores, correct) if ok], [s for s, ok in zip(scores, correct) if not ok])
+
+
 def _rate(flags: list[bool]) -> float | None:
     return round(sum(flags) / len(flags), 4) if flags else None
 
@@ -206,12 +211,10 @@ def _kind(rows: list[dict]) -> dict:
         "cited_of_answers": _rate([r["cited"] for r in answered]),
         "cut_at_max_tokens": _rate([r["cut"] for r in rows]),
         "mean_completion_tokens": round(sum(r["tokens"] for r in rows) / len(rows), 1) if rows else None,
-        # does the check rank answers that contain the gold answer above those that do not?
-        "support_auroc_correct": _auroc([r["support"] for r in scored if r["correct"]],
-                                        [r["support"] for r in scored if not r["correct"]]),
+        "support_auroc_correct": _auroc_correct([r["support"] for r in scored], [r["correct"] for r in scored]),
         # the same for the support by the sources alone (without the relevance stage)
-        "answer_support_auroc_correct": _auroc([r["answer_support"] for r in alone if r["correct"]],
-                                               [r["answer_support"] for r in alone if not r["correct"]]),
+        "answer_support_auroc_correct": _auroc_correct([r["answer_support"] for r in alone],
+                                                       [r["correct"] for r in alone]),
     }
 
 
@@ -281,9 +284,8 @@ def fit_relevance(squad: Path, rows_files: list[Path], out: Path, report: Callab
     result = {"out": str(out), "answers": len(wrong), "wrong": int(wrong.sum()), "threshold": stage.threshold,
               "coefficients": dict(zip(stage.model.features, (round(c, 4) for c in stage.model.coef))),
               # on the answers it was fitted on: how the stage ranks them, against the support alone
-              "fit_auroc": _auroc([s for s, w in zip(scores, wrong) if not w], [s for s, w in zip(scores, wrong) if w]),
-              "fit_auroc_support_alone": _auroc([s for s, w in zip(support, wrong) if not w],
-                                                [s for s, w in zip(support, wrong) if w])}
+              "fit_auroc": _auroc_correct(scores, list(~wrong)),
+              "fit_auroc_support_alone": _auroc_correct(list(support), list(~wrong))}
     report(f"wrote the relevance stage of {out} [{GROUNDING_QUESTION}]: {result['answers']} answers, "
            f"{result['wrong']} wrong; threshold {stage.threshold}; AUROC on them {result['fit_auroc']} "
            f"(support alone {result['fit_auroc_support_alone']})")

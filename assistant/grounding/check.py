@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 
 # Five sources of ~256 tokens fit; longer source sets are cut in the middle (cost grows with length).
 SCORER_MAX_TOKENS = 2048
-_CITATION = re.compile(r"\s*\[(\d+)\]")
 _NON_FACTUAL = re.compile(
     r"^(i don't know|i do not know|i'm not sure|i am not sure|sorry|hello|hi|thanks|thank you|you're welcome)\b", re.I)
 
@@ -76,7 +75,7 @@ class Signals:
 
 def is_verifiable(sentence: str) -> bool:
     """False for sentences with no factual content: refusals, greetings, bare code."""
-    text = _CITATION.sub("", sentence).strip()
+    text = lexical.CITATION.sub("", sentence).strip()
     return bool(lexical.content_terms(text)) and not _NON_FACTUAL.match(text) and not is_code(text)
 
 
@@ -110,7 +109,7 @@ class Measurements:
 
 
 def _sentence_text(answer: str, span: tuple[int, int]) -> str:
-    return _CITATION.sub("", answer[span[0] : span[1]]).strip()
+    return lexical.CITATION.sub("", answer[span[0] : span[1]]).strip()
 
 
 def measure(answer: str, sources: list[str], embedder, scorer: model_evidence.TokenScorer | None,
@@ -238,12 +237,12 @@ def check(answer: str, sources: list[tuple[int, str]], embedder, scorer=None, qu
     if scorer is None:
         scorer = default_scorer()
     calibration = calibration or for_kind(active_calibrations(), kind)
-    found = signals(answer, [text for _, text in sources], embedder, scorer or None, question)
+    texts = [text for _, text in sources]
+    found = signals(answer, texts, embedder, scorer or None, question)
     agreement = None
     if samples and any(r is not None for r in found.rows):
         texts = [_sentence_text(answer, span) for span, r in zip(found.spans, found.rows) if r is not None]
         agreement = consistency(texts, samples, embedder)
-    texts = [text for _, text in sources]
     asked = relevance.features(question, answer, embedder, pronoun_context(answer, found, texts, chunks)) \
         if question and kind == QUESTION else None
     return judge(answer, sources, found, calibration, agreement, asked)

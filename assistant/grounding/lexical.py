@@ -29,6 +29,8 @@ _QUOTED = re.compile(r"[\"“]([^\"”]{3,80})[\"”]")
 _FALSE_KEY = re.compile(r"\"?([A-Za-z_][\w ]*)\"?\s*:\s*\"?(?:false|no|none|null)\b", re.I)
 _NEGATION = re.compile(r"\b(?:not|no|never|without|lacks?|nor)\b|n't\b", re.I)
 _NEGATION_REACH = 3
+# A citation marker as answers carry them ("... 1989 [2]."), with the space before it.
+CITATION = re.compile(r"\s*\[(\d+)\]")
 # A sentence that opens with one of these is about what the sentence before it names.
 PRONOUN = re.compile(r"(?:he|she|it|its|they|their|them|his|her|this|these|that|those)\b", re.IGNORECASE)
 _STEMMER = snowballstemmer.stemmer("english")

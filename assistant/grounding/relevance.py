@@ -17,21 +17,18 @@ For answers to a question, the calibration's relevance stage (calibration.Releva
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from assistant.grounding import lexical
 
 FEATURES = ("question_coverage", "question_cosine")
-_CITATION = re.compile(r"\s*\[\d+\]")
 
 
 def features(question: str, answer: str, embedder, context: str = "") -> dict[str, float] | None:
     """The relevance signals of an answer (context: text whose terms count as the answer's), or None
     when the question has no content terms."""
     asked = set(lexical.content_terms(question))
-    text = _CITATION.sub("", answer).strip()
+    text = lexical.CITATION.sub("", answer).strip()
     if not asked or not text:
         return None
     coverage = len(asked & set(lexical.content_terms(f"{text} {context}"))) / len(asked)
