@@ -35,19 +35,28 @@ def test_activation_quantization_is_exactly_the_reference(m, n, k):
     assert torch.allclose(got[2], expected[2], rtol=1e-6, atol=0)
 
 
+PATHS = ["avx512vnni", "avx2", "portable"]
+
+
+def _path_or_skip(path):
+    if kernels.load() is None or path not in kernels.load().instruction_sets():
+        pytest.skip(f"this CPU has no {path} path")
+
+
 @needs_kernels
 @pytest.mark.parametrize("kind", ["q8", "q4"])
 @pytest.mark.parametrize("m,n,k", SHAPES)
-@pytest.mark.parametrize("portable", [False, True], ids=["vector", "portable"])
-def test_products_equal_the_reference(kind, m, n, k, portable):
+@pytest.mark.parametrize("path", PATHS)
+def test_products_equal_the_reference(kind, m, n, k, path):
     # The integer block sums are exact on every path; only the float accumulation order differs.
+    _path_or_skip(path)
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(m + n))
     tensors = _weights(kind, n, k, seed=n)
     native = kernels.load()
     if kind == "q8":
-        got, expected = native.q8_matmul(x, *tensors, portable), bq.q8_matmul_reference(x, *tensors)
+        got, expected = native.q8_matmul(x, *tensors, path), bq.q8_matmul_reference(x, *tensors)
     else:
-        got, expected = native.q4_matmul(x, *tensors, portable), bq.q4_matmul_reference(x, *tensors)
+        got, expected = native.q4_matmul(x, *tensors, path), bq.q4_matmul_reference(x, *tensors)
     scale = expected.abs().max()
     assert got.shape == (m, n)
     assert float((got - expected).abs().max()) <= 1e-5 * float(scale) + 1e-6
@@ -55,14 +64,52 @@ def test_products_equal_the_reference(kind, m, n, k, portable):
 
 @needs_kernels
 @pytest.mark.parametrize("kind", ["q8", "q4"])
-def test_each_row_is_computed_on_its_own(kind):
+def test_extreme_blocks_are_exact(kind):
+    # Integer weights and activations at the ends of their ranges (int8 -128 and 127, nibbles 0 and
+    # 15, activations +-127) with unit scales: every path's block sums are exact integers, so every
+    # path gives exactly the reference.
+    k = 96 + 32 + 5  # five blocks: pairs and a ragged odd tail for the 512-bit path
+    nb = -(-k // bq.QK)
+    rng = np.random.default_rng(9)
+    if kind == "q8":
+        values = torch.from_numpy(rng.choice([-128, -127, -1, 0, 1, 127], size=(7, nb * bq.QK)).astype(np.int8))
+        values[:, k:] = 0
+        tensors = (values, torch.ones(7, nb, dtype=torch.float16))
+    else:
+        nibbles = rng.choice([0, 1, 14, 15], size=(7, nb, 2, bq.QK // 2)).astype(np.uint8)
+        packed = (nibbles[:, :, 0] | (nibbles[:, :, 1] << 4)).reshape(7, nb * bq.QK // 2)
+        tensors = (torch.from_numpy(packed), torch.ones(7, nb, dtype=torch.float16), torch.zeros(7, nb, dtype=torch.float16))
+    x = torch.from_numpy(rng.choice([-127.0, -3.0, 0.0, 5.0, 127.0], size=(3, k)).astype(np.float32))
+    x[:, 0] = 127.0  # each block's scale is then 1: the activations quantize to themselves
+    for b in range(1, nb):
+        x[:, b * bq.QK] = 127.0
+    reference = (bq.q8_matmul_reference if kind == "q8" else bq.q4_matmul_reference)(x, *tensors)
+    product = kernels.load().q8_matmul if kind == "q8" else kernels.load().q4_matmul
+    for path in kernels.load().instruction_sets():
+        assert torch.equal(product(x, *tensors, path), reference), path
+
+
+@needs_kernels
+def test_a_path_this_cpu_lacks_is_refused():
+    native = kernels.load()
+    assert native.instruction_sets()[-1] == "portable" and native.instruction_set() == native.instruction_sets()[0]
+    x, tensors = torch.randn(1, 32), _weights("q8", 2, 32, seed=1)
+    with pytest.raises(RuntimeError, match="cannot run the 'sse9' kernels"):
+        native.q8_matmul(x, *tensors, "sse9")
+
+
+@needs_kernels
+@pytest.mark.parametrize("kind", ["q8", "q4"])
+@pytest.mark.parametrize("path", PATHS)
+def test_each_row_is_computed_on_its_own(kind, path):
     # Speculative verification needs row i of a k-row product to equal a one-row product, bit for bit.
+    _path_or_skip(path)
     x = torch.randn(11, 576, generator=torch.Generator().manual_seed(1))
     tensors = _weights(kind, 200, 576, seed=2)
     product = kernels.load().q8_matmul if kind == "q8" else kernels.load().q4_matmul
-    together = product(x, *tensors)
+    together = product(x, *tensors, path)
     for i in range(11):
-        assert torch.equal(together[i], product(x[i : i + 1], *tensors)[0])
+        assert torch.equal(together[i], product(x[i : i + 1], *tensors, path)[0])
 
 
 @needs_kernels
