@@ -18,6 +18,7 @@ BACKENDS = ("hf", "scratch", "openai")  # openai: a model behind an OpenAI-compa
 DEFAULT_BACKEND = "hf"
 PRECISIONS = ("fp32", "bf16", "int8", "q8", "q4")  # all but fp32 are the scratch engine's
 DEFAULT_PRECISION = "fp32"
+OWN_GROUNDED_ADAPTER = "a grounded-answer adapter of your own applies to the default model (hf or scratch backend)"
 CPU_ONLY_PRECISIONS = ("int8", "q8", "q4")  # CPU kernels: PyTorch's int8 one, Hearth's own q8/q4
 
 
@@ -85,25 +86,26 @@ def load_backend(
     grounded_adapter: str | Path | None = None,
 ) -> "Backend":
     """Load a backend by name; errors a user can cause raise HearthError. `grounded_adapter`: the
-    default model's grounded-answer adapter in place of the one that ships (hf backend only)."""
+    default model's grounded-answer adapter in place of the one that ships (hf and scratch backends)."""
     check_choice(name, None if adapter is None else str(adapter), precision)
-    if grounded_adapter is not None and (name != "hf" or model is not None or adapter is not None):
-        raise HearthError("a grounded-answer adapter of your own applies to the default model on the hf backend")
+    if grounded_adapter is not None and (name == "openai" or model is not None or adapter is not None):
+        raise HearthError(OWN_GROUNDED_ADAPTER)
     if adapter is not None and not Path(adapter).expanduser().exists():
         raise ModelNotFound(f"adapter folder {adapter} does not exist.")
+    if grounded_adapter is not None and not (Path(grounded_adapter).expanduser() / "adapter_config.json").is_file():
+        raise ModelNotFound(f"{grounded_adapter} is not a LoRA adapter folder (no adapter_config.json).")
     model_dir = resolve_model(model, report)
+    from backends.hf.default_model import grounded_adapter_dir
+
+    grounded = (Path(grounded_adapter).expanduser() if grounded_adapter else grounded_adapter_dir()) \
+        if model is None and adapter is None else None
     if name == "scratch":
         from backends.scratch.backend import ScratchBackend
 
-        backend = ScratchBackend(model_dir, precision=precision)
+        backend = ScratchBackend(model_dir, precision=precision, grounded_adapter=grounded)
     else:
         from backends.hf.backend import HFBackend
-        from backends.hf.default_model import grounded_adapter_dir
 
-        if grounded_adapter is not None and not (Path(grounded_adapter).expanduser() / "adapter_config.json").is_file():
-            raise ModelNotFound(f"{grounded_adapter} is not a LoRA adapter folder (no adapter_config.json).")
-        grounded = (Path(grounded_adapter).expanduser() if grounded_adapter else grounded_adapter_dir()) \
-            if model is None and adapter is None else None
         backend = HFBackend(model_dir, adapter=Path(adapter).expanduser() if adapter else None,
                             grounded_adapter=grounded)
     if model is not None:  # as the user named it (a .gguf file, a registered name), not the folder it became
@@ -115,8 +117,8 @@ def load_for(settings, report: Callable[[str], None] | None = None,
              grounded_adapter: str | Path | None = None) -> "Backend":
     """The backend chat settings (assistant.settings.ChatSettings) name: backend, model, adapter,
     precision, or an endpoint; `grounded_adapter` as in load_backend."""
-    if grounded_adapter is not None and settings.backend != "hf":
-        raise HearthError("a grounded-answer adapter of your own applies to the default model on the hf backend")
+    if grounded_adapter is not None and settings.backend == "openai":
+        raise HearthError(OWN_GROUNDED_ADAPTER)
     if settings.backend == "openai":
         from backends.remote import OpenAIBackend
 

@@ -54,22 +54,26 @@ def _hf_decode_tok_s(model, prompt_ids: list[int], new_tokens: int) -> tuple[flo
 
 
 def _engine_decode_tok_s(engine, prompt_ids: list[int], new_tokens: int, speculate: bool = False,
-                         stats=None) -> tuple[float, list[int]]:
-    """Our engine, greedy, fixed length (no stop token); tokens/s from the first token to the last."""
+                         stats=None, stop_ids: frozenset[int] = frozenset()) -> tuple[float, list[int]]:
+    """Our engine, greedy, up to `new_tokens` (none stops it unless `stop_ids`); tokens/s from the
+    first token to the last."""
     engine.reset()
     times, ids = [], []
-    for step in engine.generate(prompt_ids, GenerationParams(GREEDY, new_tokens), frozenset(),
+    for step in engine.generate(prompt_ids, GenerationParams(GREEDY, new_tokens), stop_ids,
                                 speculate=speculate, stats=stats):
         times.append(time.perf_counter())
         ids.append(step.token_id)
-    return (len(times) - 1) / (times[-1] - times[0]), ids
+    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0, ids
 
 
-def grounded_prompts(squad: Path, tokenizer, count: int = 4, sources: int = 3) -> list[list[int]]:
+def grounded_prompts(squad: Path, tokenizer, count: int = 4, sources: int = 3, focus: bool = False) -> list[list[int]]:
     """`count` grounded prompts as `ask --docs` renders them: a SQuAD question with its own paragraph
-    and the article's next ones as numbered sources."""
+    and the article's next ones as numbered sources; `focus`: cut to the sentences closest to the
+    question, as the grounded-answer adapter reads them (rag.focused)."""
+    from assistant import rag
     from assistant.bench.retrieval import load_squad
     from assistant.rag import Source, grounded_messages
+    from retrieval.embedder import shared_embedder
 
     paragraphs, questions = load_squad(squad)
     prompts, seen = [], set()
@@ -80,6 +84,9 @@ def grounded_prompts(squad: Path, tokenizer, count: int = 4, sources: int = 3) -
         chosen = [i for i in range(q.paragraph, min(len(paragraphs), q.paragraph + sources))]
         cited = [Source(n + 1, i, f"{paragraphs[i][0]}.txt", 1, None, "", paragraphs[i][1], 1.0)
                  for n, i in enumerate(chosen)]
+        if focus:
+            embedder = shared_embedder()
+            cited = rag.focused(cited, q.text, embedder.encode([q.text])[0], embedder, rag.ADAPTER_FOCUS)
         system, turn = grounded_messages(q.text, cited)
         messages = [{"role": m.role, "content": m.content} for m in (system, *turn)]
         prompts.append(chatml.encode(messages, tokenizer, add_generation_prompt=True).ids)
@@ -88,16 +95,17 @@ def grounded_prompts(squad: Path, tokenizer, count: int = 4, sources: int = 3) -
     return prompts
 
 
-def _grounded_tok_s(engine, prompts: list[list[int]], new_tokens: int, speculate: bool):
+def _grounded_tok_s(engine, prompts: list[list[int]], new_tokens: int, speculate: bool,
+                    stop_ids: frozenset[int] = frozenset()):
     """Tokens/s over all grounded prompts (first to last token of each), the replies, the stats."""
     from backends.speculation import SpeculationStats
 
     stats = SpeculationStats()
     tokens, seconds, replies = 0, 0.0, []
     for prompt in prompts:
-        tok_s, ids = _engine_decode_tok_s(engine, prompt, new_tokens, speculate, stats)
+        tok_s, ids = _engine_decode_tok_s(engine, prompt, new_tokens, speculate, stats, stop_ids)
         tokens += len(ids) - 1
-        seconds += (len(ids) - 1) / tok_s
+        seconds += (len(ids) - 1) / tok_s if tok_s else 0.0
         replies.append(ids)
     return tokens / seconds, replies, stats
 
@@ -163,12 +171,38 @@ def _long_conversation(tokenizer, target_tokens: int = 1000) -> tuple[list[int],
     return history, followup
 
 
+def _adapter_speculation(folder: Path, adapter: Path, precision: str, squad: Path, tokenizer, max_tokens: int,
+                         device, report: Callable[[str], None], count: int = 16) -> dict:
+    """Grounded answers as the chat gives them on the scratch backend: the grounded-answer adapter
+    merged into the weights (ScratchBackend.grounded_engine), focused evidence, replies ending at the
+    end of their turn; decoded without and with prompt-lookup speculation."""
+    from backends.hf.default_model import bundled_gguf
+    from backends.scratch.backend import apply_precision
+    from backends.scratch.engine import Engine
+    from backends.scratch.weights import load_model
+
+    model = apply_precision(load_model(folder, adapter).fuse_for_inference().to(device), precision, bundled_gguf())
+    engine = Engine(model, max_len=4096)
+    prompts = grounded_prompts(squad, tokenizer, count=count, focus=True)
+    _grounded_tok_s(engine, prompts[:1], 8, False)  # warm-up
+    plain, plain_ids, _ = _grounded_tok_s(engine, prompts, max_tokens, False, tokenizer.stop_ids)
+    spec, spec_ids, stats = _grounded_tok_s(engine, prompts, max_tokens, True, tokenizer.stop_ids)
+    mean_tokens = sum(map(len, plain_ids)) / len(plain_ids)
+    report(f"grounded answers with the adapter ({precision}, {len(prompts)} SQuAD questions, focused evidence, "
+           f"{mean_tokens:.1f} tokens on average): {plain:.1f} tok/s, with speculation {spec:.1f} tok/s "
+           f"({spec / plain:.2f}x), {stats.accepted}/{stats.proposed} proposals accepted, "
+           f"same tokens: {plain_ids == spec_ids}")
+    return {"prompts": len(prompts), "reply_tokens_mean": round(mean_tokens, 1), "tok_s": round(plain, 2),
+            "spec_tok_s": round(spec, 2), "speculation_speedup": round(spec / plain, 3),
+            "accept_rate": round(stats.accept_rate, 3), "same_tokens": plain_ids == spec_ids}
+
+
 def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: str | None = None,
         squad: Path | None = None, grounded_tokens: int = 128) -> dict:
     """Measure everything the issue asks for; return the JSON-ready result."""
     from transformers import AutoModelForCausalLM
 
-    from backends.hf.default_model import bundled_gguf, ensure_default_model
+    from backends.hf.default_model import bundled_gguf, ensure_default_model, grounded_adapter_dir
     from backends.scratch import kernels
     from backends.registry import CPU_ONLY_PRECISIONS, PRECISIONS
     from backends.scratch.backend import apply_precision
@@ -245,6 +279,10 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: st
         report(f"grounded prompts ({best}, {len(prompts)} SQuAD questions with 3 sources, {grounded_tokens} tokens): "
                f"{plain:.1f} tok/s, with prompt-lookup speculation {spec:.1f} tok/s ({spec / plain:.2f}x), "
                f"{stats.accepted}/{stats.proposed} proposals accepted, same tokens: {plain_ids == spec_ids}")
+        adapter = grounded_adapter_dir()
+        if adapter is not None:
+            grounded["grounded_adapter"] = _adapter_speculation(folder, adapter, best, squad, tokenizer,
+                                                                grounded_tokens, device, report)
 
     llamacpp = _llamacpp_tok_s(bundled_gguf(), prompt_ids, new_tokens) if device.type == "cpu" else None
     if llamacpp is not None:

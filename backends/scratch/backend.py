@@ -43,24 +43,51 @@ def apply_precision(model: DecoderLanguageModel, precision: str, gguf: Path | No
 
 
 class ScratchBackend:
-    """Runs a native checkpoint or a Llama-family HF folder through our engine."""
+    """Runs a native checkpoint or a Llama-family HF folder through our engine.
+
+    `grounded_adapter`: a LoRA adapter for grounded answers (GenerationParams.grounded), as the hf
+    backend applies it. Here it is merged into a second copy of the weights, in the same precision,
+    built on the first grounded answer; plain chat keeps the base model. Grounded answers with it
+    copy from their sources, so with the q8/q4 step kernels they are decoded with prompt-lookup
+    speculation (the same tokens in fewer passes: speculation.py; docs/BENCHMARKS.md has its figures).
+    """
 
     name = "scratch"
     adapter = None  # LoRA adapters are merged first (`hearth train merge`)
 
     def __init__(self, model_dir: str | Path, precision: str = "fp32", max_cache_tokens: int = DEFAULT_CACHE_TOKENS,
-                 device: str | None = None):
+                 device: str | None = None, grounded_adapter: str | Path | None = None):
         model_dir = Path(model_dir)
+        self.model_dir = model_dir
         self.tokenizer = ChatTokenizer.from_file(model_dir)
         model = load_model(model_dir).fuse_for_inference()
-        device = device or ("cuda" if torch.cuda.is_available() and precision not in CPU_ONLY_PRECISIONS else "cpu")
-        model = apply_precision(model.to(device), precision, source_of(model_dir))
+        self.device = device or ("cuda" if torch.cuda.is_available() and precision not in CPU_ONLY_PRECISIONS else "cpu")
+        model = apply_precision(model.to(self.device), precision, source_of(model_dir))
         self.precision = precision
         self.model_id = str(model_dir)
         self.context_length = min(model.config.context_length, max_cache_tokens)
         self.engine = Engine(model, max_len=self.context_length)
+        self.grounded_adapter = str(grounded_adapter) if grounded_adapter else None
+        self._grounded_engine: Engine | None = None
+        self._grounded_lock = threading.Lock()
+
+    def grounded_engine(self) -> Engine:
+        """The engine of the base weights with the grounded-answer adapter merged (built once)."""
+        with self._grounded_lock:
+            if self._grounded_engine is None:
+                log.info("merging the grounded-answer adapter %s into a %s copy of the model",
+                         self.grounded_adapter, self.precision)
+                model = load_model(self.model_dir, Path(self.grounded_adapter)).fuse_for_inference()
+                # q4 keeps the file's blocks where the adapter left the weights alone (quantize_blocks)
+                model = apply_precision(model.to(self.device), self.precision, source_of(self.model_dir))
+                self._grounded_engine = Engine(model, max_len=self.context_length)
+            return self._grounded_engine
 
     def stream(self, prompt_ids: list[int], params: GenerationParams,
                cancel: threading.Event | None = None) -> Iterator[TokenStep]:
         """Generate with prefix reuse: a follow-up turn prefills only its new tokens."""
+        if params.grounded and self.grounded_adapter:
+            engine = self.grounded_engine()
+            return engine.generate(prompt_ids, params, self.tokenizer.stop_ids, cancel,
+                                   speculate=engine.native is not None)
         return self.engine.generate(prompt_ids, params, self.tokenizer.stop_ids, cancel)

@@ -119,8 +119,12 @@ def quantize_blocks(model: nn.Module, kind: str, gguf: Path | None = None) -> tu
     projection q8 either way, as llama.cpp's Q4 files keep it), float32 elsewhere.
 
     With `gguf` (the file the model folder was converted from), layers whose blocks the file holds
-    in a type the kernels take are loaded as they are rather than quantized again from floats.
-    Returns the model and how many layers came from the file's blocks.
+    in a type the kernels take, and whose weights are exactly those blocks, are loaded as they are
+    rather than quantized again from floats. A q4 layer whose weights differ from the file's (a
+    merged LoRA adapter changed them) becomes q8 instead: rounding base + adapter to 4 bits again
+    would add a second 4-bit error the adapter was never trained with (measured: the merged
+    grounded-answer adapter re-rounded to q4 stopped refusing and citing; at q8 its greedy answers
+    were fp32's). Returns the model and how many layers came from the file's blocks.
     """
     from backends.scratch.blockquant import BlockQuantLinear
 
@@ -136,9 +140,13 @@ def quantize_blocks(model: nn.Module, kind: str, gguf: Path | None = None) -> tu
         parts_names = [f"{name.rsplit('.', 1)[0]}.{p}" for p in _FUSED.get(name.rsplit(".", 1)[-1], ())] or [name]
         loaded = [from_file.get(p) for p in parts_names]
         if linear.bias is None and all(loaded) and {k for k, _ in loaded} == {layer_kind}:
-            used += len(loaded)
             tensors = tuple(torch.cat(group) for group in zip(*(parts for _, parts in loaded)))
-            return BlockQuantLinear(loaded[0][0], tensors, linear.in_features)
+            layer = BlockQuantLinear(loaded[0][0], tensors, linear.in_features)
+            if torch.equal(layer.dequantized(), linear.weight.detach()):
+                used += len(loaded)
+                return layer
+        if from_file and layer_kind == "q4":
+            layer_kind = "q8"  # weights the file does not hold: see the docstring
         return BlockQuantLinear.from_linear(linear, layer_kind)
 
     for i, block in enumerate(model.blocks):

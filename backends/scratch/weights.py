@@ -92,13 +92,26 @@ def _load_safetensors(folder: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def load_hf_llama(folder: Path) -> DecoderLanguageModel:
-    """A Llama-family transformers folder mapped onto our model."""
+def _merged_tensors(folder: Path, adapter: Path) -> dict[str, torch.Tensor]:
+    """The folder's weights with a LoRA adapter merged into them (peft's merge), by HF name."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from backends.hf.peft_quiet import quiet_peft
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    with quiet_peft():
+        return PeftModel.from_pretrained(model, adapter).merge_and_unload().state_dict()
+
+
+def load_hf_llama(folder: Path, adapter: Path | None = None) -> DecoderLanguageModel:
+    """A Llama-family transformers folder mapped onto our model (`adapter`: a LoRA adapter trained on
+    it, merged into the weights)."""
     hf = _read_config(folder)
     if hf.get("model_type") not in LLAMA_TYPES:
         raise ModelNotFound(f"{folder} holds a {hf.get('model_type')!r} model; the scratch backend reads {LLAMA_TYPES}.")
     config = config_from_hf(hf)
-    tensors = _load_safetensors(folder)
+    tensors = _merged_tensors(folder, adapter) if adapter is not None else _load_safetensors(folder)
     state = {}
     for ours, theirs in _hf_name_map(config).items():
         if theirs not in tensors:
@@ -140,12 +153,17 @@ def is_native(folder: Path) -> bool:
     return _read_config(folder).get("format") == FORMAT
 
 
-def load_model(folder: str | Path) -> DecoderLanguageModel:
-    """Native checkpoint or Llama-family HF folder, whichever the folder holds."""
+def load_model(folder: str | Path, adapter: Path | None = None) -> DecoderLanguageModel:
+    """Native checkpoint or Llama-family HF folder, whichever the folder holds (`adapter`: a LoRA
+    adapter to merge, for an HF folder)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelNotFound(f"model folder {folder} does not exist.")
-    return load_native(folder) if is_native(folder) else load_hf_llama(folder)
+    if is_native(folder):
+        if adapter is not None:
+            raise ModelNotFound(f"{folder} is a Hearth checkpoint; merge adapters into it with `hearth train merge`.")
+        return load_native(folder)
+    return load_hf_llama(folder, adapter)
 
 
 def save_native(model: DecoderLanguageModel, folder: str | Path, tokenizer_json: Path | None = None,

@@ -142,4 +142,4 @@ def test_a_grounded_adapter_of_your_own_needs_the_default_model_and_an_adapter_f
     assert run.returncode == 1 and "not a LoRA adapter folder" in run.stderr
     run = hearth("eval", "answers", "--squad", squad_file, "--grounded-adapter", tmp_path, "--adapter", tmp_path,
                  check=False)
-    assert run.returncode == 1 and "default model on the hf backend" in run.stderr
+    assert run.returncode == 1 and "applies to the default model (hf or scratch backend)" in run.stderr
