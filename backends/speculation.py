@@ -27,6 +27,7 @@ from backends.sampling import Sampler
 MAX_NGRAM = 3  # longest suffix looked up
 MIN_NGRAM = 2  # a one-token match proposes too often wrongly to pay for its verification
 MAX_DRAFT = 8  # tokens proposed per forward pass
+FIRST_DRAFT = 2  # the draft length to start with
 
 
 class PromptLookup:
@@ -93,7 +94,7 @@ def speculative_loop(
     sampler = Sampler(params.sampling, vocab_size, device=first_logits.device)
     lookup = PromptLookup(prompt_ids)
     produced = 0
-    size = 2  # draft length: doubled after a fully accepted draft, cut to what was accepted otherwise
+    size = FIRST_DRAFT  # draft length: doubled after a fully accepted draft, cut to what was accepted otherwise
 
     def pick(logits: torch.Tensor) -> TokenStep:
         nonlocal produced
@@ -108,7 +109,7 @@ def speculative_loop(
     while step.token_id not in stop_ids and produced < params.max_new_tokens:
         lookup.extend([step.token_id])
         left = min(params.max_new_tokens - produced - 1, room() - 1)
-        draft = lookup.propose(min(size, max_draft, left))
+        draft = lookup.propose(min(size, max_draft, left), MIN_NGRAM)
         rows = verify([step.token_id] + draft)
         stats.passes += 1
         stats.proposed += len(draft)

@@ -2,8 +2,9 @@
 
 Both run on the same device: the CPU, or a GPU when there is one (int8, q8 and q4 are CPU-only; on
 a GPU our decode steps are CUDA graph replays, and the best precision is also timed with eager
-steps). With `--squad FILE`, grounded prompts (the file's paragraphs as numbered sources) are
-decoded with and without prompt-lookup speculation; when llama-cpp-python is installed, llama.cpp
+steps). With `--squad FILE`, grounded answers (the file's paragraphs as numbered sources; through the
+grounded-answer adapter on focused evidence, as the chat gives them, and the bundled model itself on
+whole paragraphs) are decoded with and without prompt-lookup speculation; when llama-cpp-python is installed, llama.cpp
 decodes the same prompt from the same GGUF file in the same run.
 """
 
@@ -171,30 +172,31 @@ def _long_conversation(tokenizer, target_tokens: int = 1000) -> tuple[list[int],
     return history, followup
 
 
-def _adapter_speculation(folder: Path, adapter: Path, precision: str, squad: Path, tokenizer, max_tokens: int,
-                         device, report: Callable[[str], None], count: int = 16) -> dict:
-    """Grounded answers as the chat gives them on the scratch backend: the grounded-answer adapter
-    merged into the weights (ScratchBackend.grounded_engine), focused evidence, replies ending at the
-    end of their turn; decoded without and with prompt-lookup speculation."""
-    from backends.hf.default_model import bundled_gguf
+def _speculation(engine, prompts: list[list[int]], max_tokens: int, stop_ids: frozenset[int]) -> dict:
+    """The prompts decoded greedily without and with prompt-lookup speculation (same engine)."""
+    _grounded_tok_s(engine, prompts[:1], 8, False)  # warm-up
+    plain, plain_ids, _ = _grounded_tok_s(engine, prompts, max_tokens, False, stop_ids)
+    spec, spec_ids, stats = _grounded_tok_s(engine, prompts, max_tokens, True, stop_ids)
+    return {"prompts": len(prompts), "prompt_tokens_mean": round(sum(map(len, prompts)) / len(prompts), 1),
+            "reply_tokens_mean": round(sum(map(len, plain_ids)) / len(plain_ids), 1),
+            "tok_s": round(plain, 2), "spec_tok_s": round(spec, 2), "speculation_speedup": round(spec / plain, 3),
+            "accept_rate": round(stats.accept_rate, 3), "accepted": stats.accepted, "proposed": stats.proposed,
+            "same_tokens": plain_ids == spec_ids}
+
+
+def _grounded_answers_engine(folder: Path, precision: str, device):
+    """The engine grounded answers go through on the scratch backend: the default model with its
+    grounded-answer adapter merged (ScratchBackend.grounded_engine), or None when none ships."""
+    from backends.hf.default_model import bundled_gguf, grounded_adapter_dir
     from backends.scratch.backend import apply_precision
     from backends.scratch.engine import Engine
     from backends.scratch.weights import load_model
 
+    adapter = grounded_adapter_dir()
+    if adapter is None:
+        return None
     model = apply_precision(load_model(folder, adapter).fuse_for_inference().to(device), precision, bundled_gguf())
-    engine = Engine(model, max_len=4096)
-    prompts = grounded_prompts(squad, tokenizer, count=count, focus=True)
-    _grounded_tok_s(engine, prompts[:1], 8, False)  # warm-up
-    plain, plain_ids, _ = _grounded_tok_s(engine, prompts, max_tokens, False, tokenizer.stop_ids)
-    spec, spec_ids, stats = _grounded_tok_s(engine, prompts, max_tokens, True, tokenizer.stop_ids)
-    mean_tokens = sum(map(len, plain_ids)) / len(plain_ids)
-    report(f"grounded answers with the adapter ({precision}, {len(prompts)} SQuAD questions, focused evidence, "
-           f"{mean_tokens:.1f} tokens on average): {plain:.1f} tok/s, with speculation {spec:.1f} tok/s "
-           f"({spec / plain:.2f}x), {stats.accepted}/{stats.proposed} proposals accepted, "
-           f"same tokens: {plain_ids == spec_ids}")
-    return {"prompts": len(prompts), "reply_tokens_mean": round(mean_tokens, 1), "tok_s": round(plain, 2),
-            "spec_tok_s": round(spec, 2), "speculation_speedup": round(spec / plain, 3),
-            "accept_rate": round(stats.accept_rate, 3), "same_tokens": plain_ids == spec_ids}
+    return Engine(model, max_len=4096)
 
 
 def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: str | None = None,
@@ -266,23 +268,30 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: st
 
     grounded: dict = {}
     if squad is not None:
-        prompts = grounded_prompts(squad, tokenizer)
-        engine = engines[best]
-        _grounded_tok_s(engine, prompts[:1], 8, False)  # warm-up
-        plain, plain_ids, _ = _grounded_tok_s(engine, prompts, grounded_tokens, False)
-        spec, spec_ids, stats = _grounded_tok_s(engine, prompts, grounded_tokens, True)
-        grounded = {"grounded_prompts": len(prompts),
-                    "grounded_prompt_tokens_mean": round(sum(map(len, prompts)) / len(prompts), 1),
-                    "grounded_tok_s": round(plain, 2), "grounded_spec_tok_s": round(spec, 2),
-                    "speculation_speedup_grounded": round(spec / plain, 3), "accept_rate": round(stats.accept_rate, 3),
-                    "speculation_same_tokens": plain_ids == spec_ids}
-        report(f"grounded prompts ({best}, {len(prompts)} SQuAD questions with 3 sources, {grounded_tokens} tokens): "
-               f"{plain:.1f} tok/s, with prompt-lookup speculation {spec:.1f} tok/s ({spec / plain:.2f}x), "
-               f"{stats.accepted}/{stats.proposed} proposals accepted, same tokens: {plain_ids == spec_ids}")
-        adapter = grounded_adapter_dir()
-        if adapter is not None:
-            grounded["grounded_adapter"] = _adapter_speculation(folder, adapter, best, squad, tokenizer,
-                                                                grounded_tokens, device, report)
+        # Grounded answers as the chat gives them: through the grounded-answer adapter (merged) on
+        # focused evidence, each reply to the end of its turn (at most grounded_tokens)...
+        answers_engine = _grounded_answers_engine(folder, best, device)
+        answers = _speculation(answers_engine or engines[best],
+                               grounded_prompts(squad, tokenizer, count=32, focus=answers_engine is not None),
+                               grounded_tokens, tokenizer.stop_ids)
+        del answers_engine
+        # ...and the bundled model itself on whole paragraphs, grounded_tokens with no stop (the
+        # measurement before the adapter shipped: past its answer the model writes on, unread)
+        base = _speculation(engines[best], grounded_prompts(squad, tokenizer), grounded_tokens, frozenset())
+        grounded = {"grounded_prompts": answers["prompts"], "grounded_prompt_tokens_mean": answers["prompt_tokens_mean"],
+                    "grounded_reply_tokens_mean": answers["reply_tokens_mean"],
+                    "grounded_through_adapter": grounded_adapter_dir() is not None,
+                    "grounded_tok_s": answers["tok_s"], "grounded_spec_tok_s": answers["spec_tok_s"],
+                    "speculation_speedup_grounded": answers["speculation_speedup"],
+                    "accept_rate": answers["accept_rate"], "speculation_same_tokens": answers["same_tokens"],
+                    "grounded_base_no_stop": base}
+        for name, m in (("grounded answers" + (" (adapter, focused evidence)" if grounded["grounded_through_adapter"]
+                                              else ""), answers),
+                        (f"the model itself, whole paragraphs, {grounded_tokens} tokens with no stop", base)):
+            report(f"{name} ({best}, {m['prompts']} SQuAD questions, {m['reply_tokens_mean']:.1f} tokens each): "
+                   f"{m['tok_s']:.1f} tok/s, with prompt-lookup speculation {m['spec_tok_s']:.1f} tok/s "
+                   f"({m['speculation_speedup']:.2f}x), {m['accepted']}/{m['proposed']} proposals accepted, "
+                   f"same tokens: {m['same_tokens']}")
 
     llamacpp = _llamacpp_tok_s(bundled_gguf(), prompt_ids, new_tokens) if device.type == "cpu" else None
     if llamacpp is not None:

@@ -17,8 +17,10 @@ def register(sub) -> None:
     q.add_argument("--tokens", type=int, default=256, help="new tokens per measurement (default %(default)s)")
     q.add_argument("--device", choices=("cpu", "cuda"), help="where both engines run (default: cuda if there is one)")
     q.add_argument("--squad", type=Path, metavar="FILE",
-                   help="SQuAD JSON whose paragraphs make grounded prompts, decoded with and without "
-                        "prompt-lookup speculation (skipped without it)")
+                   help="SQuAD JSON whose paragraphs make grounded prompts: grounded answers as the chat gives "
+                        "them (the grounded-answer adapter on focused evidence, up to 128 tokens) and the bundled "
+                        "model itself (whole paragraphs, 128 tokens), each decoded with and without prompt-lookup "
+                        "speculation (skipped without it)")
     q.add_argument("--json", action="store_true", help="print one JSON line")
     q.set_defaults(func=cmd_decode)
 

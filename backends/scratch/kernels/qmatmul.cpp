@@ -226,16 +226,16 @@ HEARTH_AVX512 inline __m512 pair_scales(const float* d, int64_t b, bool tail) {
   return _mm512_insertf32x8(_mm512_set1_ps(d[b]), _mm256_set1_ps(tail ? 0.f : d[b + 1]), 1);
 }
 
-// q8: |w| is vpdpbusd's unsigned side; x takes w's sign (negated where w < 0).
-template <int MR>
+// q8: |w| is vpdpbusd's unsigned side; x takes w's sign (negated where w < 0). TAIL: only block b
+// is left (the last of an odd count).
+template <int MR, bool TAIL>
 HEARTH_AVX512 inline void q8_pair(const int8_t* row, const float* d, int64_t nb, const int8_t* xq,
                                   const float* dxe, int64_t b, __m512* acc) {
-  const bool tail = b + 1 >= nb;
-  const __mmask64 part = tail ? 0xFFFFFFFFull : ~0ull;
+  const __mmask64 part = TAIL ? 0xFFFFFFFFull : ~0ull;
   const __m512i w = _mm512_maskz_loadu_epi8(part, row + b * QK);
   const __m512i aw = _mm512_abs_epi8(w);
   const __mmask64 negative = _mm512_movepi8_mask(w);
-  const __m512 dw = pair_scales(d, b, tail);
+  const __m512 dw = pair_scales(d, b, TAIL);
   const int64_t pairs = (nb + 1) / 2;
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m) {
@@ -249,15 +249,14 @@ HEARTH_AVX512 inline void q8_pair(const int8_t* row, const float* d, int64_t nb,
 
 // q4: the nibbles (0..15) are the unsigned side as they are: the two blocks' 16 bytes each, low
 // nibbles (elements 0-15) then high (16-31), in register order [b low, b high, b+1 low, b+1 high].
-template <int MR>
+template <int MR, bool TAIL>
 HEARTH_AVX512 inline void q4_pair(const uint8_t* row, const float* d, int64_t nb, const int8_t* xq,
                                   const float* dxe, int64_t b, __m512* acc) {
-  const bool tail = b + 1 >= nb;
-  const __mmask64 part = tail ? 0xFFFFFFFFull : ~0ull;
-  const __m256i raw = _mm256_maskz_loadu_epi8(tail ? 0xFFFFu : 0xFFFFFFFFu, row + b * QK / 2);
+  const __mmask64 part = TAIL ? 0xFFFFFFFFull : ~0ull;
+  const __m256i raw = _mm256_maskz_loadu_epi8(TAIL ? 0xFFFFu : 0xFFFFFFFFu, row + b * QK / 2);
   __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
   w = _mm512_and_si512(_mm512_shuffle_i64x2(w, w, _MM_SHUFFLE(3, 1, 2, 0)), _mm512_set1_epi8(0x0F));
-  const __m512 dw = pair_scales(d, b, tail);
+  const __m512 dw = pair_scales(d, b, TAIL);
   const int64_t pairs = (nb + 1) / 2;
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m) {
@@ -268,22 +267,30 @@ HEARTH_AVX512 inline void q4_pair(const uint8_t* row, const float* d, int64_t nb
   }
 }
 
-// One weight row against MR activation rows; pairs of blocks alternate between two accumulator
-// chains, and a row's arithmetic is the same whatever MR is (speculative verify = one-row steps).
+template <int MR, bool Q4, bool TAIL>
+HEARTH_AVX512 inline void pair(const void* row, const float* d, int64_t nb, const int8_t* xq, const float* dxe,
+                               int64_t b, __m512* acc) {
+  if (Q4) q4_pair<MR, TAIL>(static_cast<const uint8_t*>(row), d, nb, xq, dxe, b, acc);
+  else q8_pair<MR, TAIL>(static_cast<const int8_t*>(row), d, nb, xq, dxe, b, acc);
+}
+
+// One weight row against MR activation rows; block pairs alternate between two accumulator chains
+// (pair p into chain p % 2, whatever MR is, so a row's arithmetic is the same in a speculative
+// verify as in a one-row step). The loop over whole pairs has no tail test, so the accumulators
+// stay in registers.
 template <int MR, bool Q4>
 HEARTH_AVX512 void row_multi_vnni(const void* row, const float* d, const float* mins, int64_t nb, const int8_t* xq,
                                   const float* dxe, const float* sx, float* y, int64_t N, int64_t n) {
   __m512 acc0[MR], acc1[MR];
   for (int m = 0; m < MR; ++m) acc0[m] = acc1[m] = _mm512_setzero_ps();
-  for (int64_t b = 0; b < nb; b += 4) {
-    if (Q4) {
-      q4_pair<MR>(static_cast<const uint8_t*>(row), d, nb, xq, dxe, b, acc0);
-      if (b + 2 < nb) q4_pair<MR>(static_cast<const uint8_t*>(row), d, nb, xq, dxe, b + 2, acc1);
-    } else {
-      q8_pair<MR>(static_cast<const int8_t*>(row), d, nb, xq, dxe, b, acc0);
-      if (b + 2 < nb) q8_pair<MR>(static_cast<const int8_t*>(row), d, nb, xq, dxe, b + 2, acc1);
-    }
+  const int64_t whole = nb / 2;  // pairs of two blocks
+  int64_t p = 0;
+  for (; p + 2 <= whole; p += 2) {
+    pair<MR, Q4, false>(row, d, nb, xq, dxe, 2 * p, acc0);
+    pair<MR, Q4, false>(row, d, nb, xq, dxe, 2 * p + 2, acc1);
   }
+  if (p < whole) pair<MR, Q4, false>(row, d, nb, xq, dxe, 2 * p++, acc0);
+  if (nb % 2) pair<MR, Q4, true>(row, d, nb, xq, dxe, nb - 1, p % 2 ? acc1 : acc0);
   for (int m = 0; m < MR; ++m) {
     float total = _mm512_reduce_add_ps(_mm512_add_ps(acc0[m], acc1[m]));
     if (Q4) total += dot_f32_avx2(mins, sx + m * nb, nb);
