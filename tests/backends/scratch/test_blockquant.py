@@ -113,6 +113,17 @@ def test_each_row_is_computed_on_its_own(kind, path):
 
 
 @needs_kernels
+def test_silu_mul_equals_pytorch_even_far_from_zero():
+    # gate then up, 1,543 columns (a ragged end for the 8-wide loop), values out to +-100 where exp
+    # overflows one way and underflows the other
+    gate = torch.cat([torch.linspace(-100, 100, 1543)[None], torch.randn(2, 1543) * 4])
+    up = torch.randn(3, 1543)
+    got = kernels.load().silu_mul(torch.cat([gate, up], dim=1))
+    expected = torch.nn.functional.silu(gate) * up
+    assert torch.allclose(got, expected, rtol=2e-6, atol=1e-6)
+
+
+@needs_kernels
 def test_the_residual_is_added():
     x, residual = torch.randn(3, 64), torch.randn(3, 40)
     tensors = _weights("q4", 40, 64, seed=3)
