@@ -184,6 +184,33 @@ def _speculation(engine, prompts: list[list[int]], max_tokens: int, stop_ids: fr
             "same_tokens": plain_ids == spec_ids}
 
 
+def _hf_grounded_speculation(folder: Path, prompts: list[list[int]], max_tokens: int, device) -> dict:
+    """The hf backend's grounded answers (its grounded-answer adapter), without and with speculation."""
+    from backends.hf.backend import HFBackend
+    from backends.hf.default_model import grounded_adapter_dir
+    from backends.speculation import SpeculationStats
+
+    backend = HFBackend(folder, grounded_adapter=grounded_adapter_dir())  # on the GPU when there is one
+    params = GenerationParams(GREEDY, max_tokens, grounded=True)
+
+    def run(speculate: bool):
+        stats, tokens, seconds, replies = SpeculationStats(), 0, 0.0, []
+        for prompt in prompts:
+            times, ids = [], []
+            for step in backend._stream(prompt, params, None, speculate=speculate, stats=stats):
+                times.append(time.perf_counter())
+                ids.append(step.token_id)
+            tokens, seconds = tokens + len(ids) - 1, seconds + times[-1] - times[0]
+            replies.append(ids)
+        return tokens / seconds, replies, stats
+
+    run(False)  # warm-up
+    (plain, plain_ids, _), (spec, spec_ids, stats) = run(False), run(True)
+    return {"prompts": len(prompts), "tok_s": round(plain, 2), "spec_tok_s": round(spec, 2),
+            "speculation_speedup": round(spec / plain, 3), "accept_rate": round(stats.accept_rate, 3),
+            "same_tokens": plain_ids == spec_ids}
+
+
 def _grounded_answers_engine(folder: Path, precision: str, device):
     """The engine grounded answers go through on the scratch backend: the default model with its
     grounded-answer adapter merged (ScratchBackend.grounded_engine), or None when none ships."""
@@ -278,13 +305,19 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: st
         # ...and the bundled model itself on whole paragraphs, grounded_tokens with no stop (the
         # measurement before the adapter shipped: past its answer the model writes on, unread)
         base = _speculation(engines[best], grounded_prompts(squad, tokenizer), grounded_tokens, frozenset())
+        hf_answers = (_hf_grounded_speculation(folder, grounded_prompts(squad, tokenizer, count=16, focus=True),
+                                               grounded_tokens, device) if grounded_adapter_dir() is not None else None)
+        if hf_answers is not None:
+            report(f"hf backend's grounded answers (adapter, fp32, {hf_answers['prompts']} questions): "
+                   f"{hf_answers['tok_s']:.1f} tok/s, with speculation {hf_answers['spec_tok_s']:.1f} tok/s "
+                   f"({hf_answers['speculation_speedup']:.2f}x), same tokens: {hf_answers['same_tokens']}")
         grounded = {"grounded_prompts": answers["prompts"], "grounded_prompt_tokens_mean": answers["prompt_tokens_mean"],
                     "grounded_reply_tokens_mean": answers["reply_tokens_mean"],
                     "grounded_through_adapter": grounded_adapter_dir() is not None,
                     "grounded_tok_s": answers["tok_s"], "grounded_spec_tok_s": answers["spec_tok_s"],
                     "speculation_speedup_grounded": answers["speculation_speedup"],
                     "accept_rate": answers["accept_rate"], "speculation_same_tokens": answers["same_tokens"],
-                    "grounded_base_no_stop": base}
+                    "grounded_base_no_stop": base, "hf_grounded": hf_answers}
         for name, m in (("grounded answers" + (" (adapter, focused evidence)" if grounded["grounded_through_adapter"]
                                               else ""), answers),
                         (f"the model itself, whole paragraphs, {grounded_tokens} tokens with no stop", base)):

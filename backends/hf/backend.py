@@ -12,6 +12,7 @@ import torch
 from assistant.errors import ModelNotFound
 from backends.base import GenerationParams, TokenStep
 from backends.sampling import decode_loop
+from backends.speculation import SpeculationStats, speculative_loop
 from backends.tokenizer import ChatTokenizer
 
 log = logging.getLogger(__name__)
@@ -98,23 +99,27 @@ class HFBackend:
 
         plain = self.grounded_adapter is not None and not params.grounded
         with self.model.disable_adapter() if plain else nullcontext():  # the base model for other prompts
-            yield from self._stream(prompt_ids, params, cancel)
+            # the adapter's grounded answers copy their sources: prompt-lookup speculation checks
+            # several copied tokens in one forward pass (speculation.py)
+            yield from self._stream(prompt_ids, params, cancel, speculate=bool(self.grounded_adapter) and params.grounded)
 
-    def _stream(self, prompt_ids: list[int], params: GenerationParams,
-                cancel: threading.Event | None) -> Iterator[TokenStep]:
+    def _stream(self, prompt_ids: list[int], params: GenerationParams, cancel: threading.Event | None,
+                speculate: bool = False, stats: "SpeculationStats | None" = None) -> Iterator[TokenStep]:
         from transformers import DynamicCache
 
         cache = DynamicCache()
-        with torch.inference_mode():
-            input_ids = torch.tensor([prompt_ids], device=self.device)
-            out = self.model(input_ids=input_ids, cache=cache, use_cache=True)
-            first = out.logits[0, -1]
 
-        def step(token: torch.Tensor) -> torch.Tensor:
+        def forward(ids: torch.Tensor, keep: int = 0) -> torch.Tensor:
+            """Next-token logits at each of ids (1, n) (at the last `keep` only, if given), appended to the cache."""
             with torch.inference_mode():
-                out = self.model(input_ids=token.view(1, 1), cache=cache, use_cache=True)
-                return out.logits[0, -1]
+                return self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=keep).logits[0].float()
 
-        yield from decode_loop(
-            first, step, params, self.vocab_size, self.tokenizer.stop_ids, cancel
-        )
+        first = forward(torch.tensor([prompt_ids], device=self.device), keep=1)[-1]
+        if speculate:
+            yield from speculative_loop(prompt_ids, first, lambda ids: forward(torch.tensor([ids], device=self.device)),
+                                        lambda n: cache.crop(-n) if n else None,  # forget the last n
+                                        lambda: self.context_length - cache.get_seq_length(), params,
+                                        self.vocab_size, self.tokenizer.stop_ids, cancel, stats)
+            return
+        yield from decode_loop(first, lambda token: forward(token.view(1, 1))[-1], params, self.vocab_size,
+                               self.tokenizer.stop_ids, cancel)

@@ -75,3 +75,30 @@ def test_a_short_follow_up_prefill_equals_single_steps(q4_backend):
     for token in follow_up[len(history):]:
         stepped = engine.step(torch.tensor([token]), token)
     assert torch.equal(batched, stepped)
+
+
+@pytest.mark.slow
+def test_the_hf_backends_grounded_answers_speculate_to_the_same_reply(smollm2_dir, embedder):
+    # The default backend decodes the grounded-answer adapter's answers with speculation: the reply
+    # its stream gives is the one plain decoding gives, in fewer forward passes.
+    from assistant import rag
+    from backends.hf.backend import HFBackend
+    from backends.hf.default_model import grounded_adapter_dir
+
+    if grounded_adapter_dir() is None:
+        pytest.skip("no grounded-answer adapter ships")
+    backend = HFBackend(smollm2_dir, grounded_adapter=grounded_adapter_dir())
+    question = "Who were the Normans descended from?"
+    sources = rag.focused([rag.Source(1, 0, "normans.md", 1, None, "", SOURCE, 1.0)], question,
+                          embedder.encode([question])[0], embedder, rag.ADAPTER_FOCUS)
+    system, turn = rag.grounded_messages(question, sources)
+    ids = chatml.encode([{"role": m.role, "content": m.content} for m in (system, *turn)], backend.tokenizer,
+                        add_generation_prompt=True).ids
+    params = GenerationParams(GREEDY, 60, grounded=True)
+    streamed = [s.token_id for s in backend.stream(ids, params)]
+    stats = SpeculationStats()
+    fast = [s.token_id for s in backend._stream(ids, params, None, speculate=True, stats=stats)]
+    plain = [s.token_id for s in backend._stream(ids, params, None, speculate=False)]
+    assert streamed == fast == plain
+    assert "Norse" in backend.tokenizer.decode(plain)
+    assert stats.accepted > 0 and stats.passes < len(plain)
