@@ -299,7 +299,7 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: st
         # focused evidence, each reply to the end of its turn (at most grounded_tokens)...
         answers_engine = _grounded_answers_engine(folder, best, device)
         answers = _speculation(answers_engine or engines[best],
-                               grounded_prompts(squad, tokenizer, count=32, focus=answers_engine is not None),
+                               grounded_prompts(squad, tokenizer, count=64, focus=answers_engine is not None),
                                grounded_tokens, tokenizer.stop_ids)
         del answers_engine
         # ...and the bundled model itself on whole paragraphs, grounded_tokens with no stop (the
