@@ -311,7 +311,8 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: st
             report(f"hf backend's grounded answers (adapter, fp32, {hf_answers['prompts']} questions): "
                    f"{hf_answers['tok_s']:.1f} tok/s, with speculation {hf_answers['spec_tok_s']:.1f} tok/s "
                    f"({hf_answers['speculation_speedup']:.2f}x), same tokens: {hf_answers['same_tokens']}")
-        grounded = {"grounded_prompts": answers["prompts"], "grounded_prompt_tokens_mean": answers["prompt_tokens_mean"],
+        grounded = {"grounded_prompts": answers["prompts"],
+                    "grounded_prompt_tokens_mean": answers["prompt_tokens_mean"],
                     "grounded_reply_tokens_mean": answers["reply_tokens_mean"],
                     "grounded_through_adapter": grounded_adapter_dir() is not None,
                     "grounded_tok_s": answers["tok_s"], "grounded_spec_tok_s": answers["spec_tok_s"],

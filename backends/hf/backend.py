@@ -101,7 +101,8 @@ class HFBackend:
         with self.model.disable_adapter() if plain else nullcontext():  # the base model for other prompts
             # the adapter's grounded answers copy their sources: prompt-lookup speculation checks
             # several copied tokens in one forward pass (speculation.py)
-            yield from self._stream(prompt_ids, params, cancel, speculate=bool(self.grounded_adapter) and params.grounded)
+            speculate = bool(self.grounded_adapter) and params.grounded
+            yield from self._stream(prompt_ids, params, cancel, speculate=speculate)
 
     def _stream(self, prompt_ids: list[int], params: GenerationParams, cancel: threading.Event | None,
                 speculate: bool = False, stats: "SpeculationStats | None" = None) -> Iterator[TokenStep]:

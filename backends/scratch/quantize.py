@@ -120,8 +120,8 @@ def quantize_blocks(model: nn.Module, kind: str, gguf: Path | None = None) -> tu
 
     With `gguf` (the file the model folder was converted from), layers whose blocks the file holds
     in a type the kernels take, and whose weights are exactly those blocks, are loaded as they are
-    rather than quantized again from floats. A q4 layer whose weights differ from the file's (a
-    merged LoRA adapter changed them) becomes q8 instead: rounding base + adapter to 4 bits again
+    rather than quantized again from floats. A q4 layer whose weights differ from the file's 4-bit
+    blocks (a merged LoRA adapter changed them) becomes q8 instead: rounding base + adapter to 4 bits again
     would add a second 4-bit error the adapter was never trained with (measured: the merged
     grounded-answer adapter re-rounded to q4 stopped refusing and citing; at q8 its greedy answers
     were fp32's). Returns the model and how many layers came from the file's blocks.
@@ -145,8 +145,8 @@ def quantize_blocks(model: nn.Module, kind: str, gguf: Path | None = None) -> tu
             if torch.equal(layer.dequantized(), linear.weight.detach()):
                 used += len(loaded)
                 return layer
-        if from_file and layer_kind == "q4":
-            layer_kind = "q8"  # weights the file does not hold: see the docstring
+            if layer_kind == "q4":
+                layer_kind = "q8"  # the file's 4-bit blocks, changed since: see the docstring
         return BlockQuantLinear.from_linear(linear, layer_kind)
 
     for i, block in enumerate(model.blocks):

@@ -78,7 +78,8 @@ def test_extreme_blocks_are_exact(kind):
     else:
         nibbles = rng.choice([0, 1, 14, 15], size=(7, nb, 2, bq.QK // 2)).astype(np.uint8)
         packed = (nibbles[:, :, 0] | (nibbles[:, :, 1] << 4)).reshape(7, nb * bq.QK // 2)
-        tensors = (torch.from_numpy(packed), torch.ones(7, nb, dtype=torch.float16), torch.zeros(7, nb, dtype=torch.float16))
+        tensors = (torch.from_numpy(packed), torch.ones(7, nb, dtype=torch.float16),
+                   torch.zeros(7, nb, dtype=torch.float16))
     x = torch.from_numpy(rng.choice([-127.0, -3.0, 0.0, 5.0, 127.0], size=(3, k)).astype(np.float32))
     x[:, 0] = 127.0  # each block's scale is then 1: the activations quantize to themselves
     for b in range(1, nb):
