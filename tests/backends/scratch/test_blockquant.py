@@ -124,6 +124,38 @@ def test_silu_mul_equals_pytorch_even_far_from_zero():
     assert torch.allclose(got, expected, rtol=2e-6, atol=1e-6)
 
 
+def _rotate(v, cos, sin):
+    half = v.shape[-1] // 2
+    x1, x2 = v[..., :half], v[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+@needs_kernels
+@pytest.mark.parametrize("pos,rows", [(0, 1), (37, 3), (200, 9)])
+def test_attention_equals_pytorch(pos, rows):
+    # RoPE, the cache write and grouped-query attention of a step's rows at pos.. against plain
+    # PyTorch (1 to 209 keys: whole 8-key groups and ragged ends)
+    H, KV, D, L = 9, 3, 64, 256
+    g = torch.Generator().manual_seed(pos)
+    k_cache, v_cache = torch.randn(1, KV, L, D, generator=g), torch.randn(1, KV, L, D, generator=g)
+    qkv = torch.randn(rows, (H + 2 * KV) * D, generator=g)
+    cos, sin = torch.randn(rows, D // 2, generator=g), torch.randn(rows, D // 2, generator=g)
+    keys, values = k_cache.clone(), v_cache.clone()
+    got = kernels.load().attend(qkv, k_cache, v_cache, pos, cos, sin, H, KV, False)
+    heads = qkv.view(rows, H + 2 * KV, D)
+    expected = []
+    for i in range(rows):
+        q = _rotate(heads[i, :H], cos[i], sin[i])
+        keys[0, :, pos + i] = _rotate(heads[i, H:H + KV], cos[i], sin[i])
+        values[0, :, pos + i] = heads[i, H + KV:]
+        k = keys[0, :, : pos + i + 1].repeat_interleave(H // KV, dim=0)
+        v = values[0, :, : pos + i + 1].repeat_interleave(H // KV, dim=0)
+        weights = torch.softmax((q[:, None, :] @ k.transpose(1, 2)) / D**0.5, dim=-1)
+        expected.append((weights @ v).reshape(-1))
+    assert torch.equal(k_cache, keys) and torch.equal(v_cache, values)
+    assert torch.allclose(got, torch.stack(expected), rtol=1e-4, atol=1e-5)
+
+
 @needs_kernels
 def test_the_residual_is_added():
     x, residual = torch.randn(3, 64), torch.randn(3, 40)
