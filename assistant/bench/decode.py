@@ -212,18 +212,15 @@ def _hf_grounded_speculation(folder: Path, prompts: list[list[int]], max_tokens:
 
 
 def _grounded_answers_engine(folder: Path, precision: str, device):
-    """The engine grounded answers go through on the scratch backend: the default model with its
-    grounded-answer adapter merged (ScratchBackend.grounded_engine), or None when none ships."""
-    from backends.hf.default_model import bundled_gguf, grounded_adapter_dir
-    from backends.scratch.backend import apply_precision
-    from backends.scratch.engine import Engine
-    from backends.scratch.weights import load_model
+    """The engine grounded answers go through on the scratch backend (ScratchBackend.grounded_engine:
+    the default model with its grounded-answer adapter merged), or None when no adapter ships."""
+    from backends.hf.default_model import grounded_adapter_dir
+    from backends.scratch.backend import ScratchBackend
 
     adapter = grounded_adapter_dir()
     if adapter is None:
         return None
-    model = apply_precision(load_model(folder, adapter).fuse_for_inference().to(device), precision, bundled_gguf())
-    return Engine(model, max_len=4096)
+    return ScratchBackend(folder, precision=precision, device=str(device), grounded_adapter=adapter).grounded_engine()
 
 
 def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: str | None = None,
