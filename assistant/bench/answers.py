@@ -18,6 +18,7 @@ from typing import Callable
 
 from assistant.bench.retrieval import load_squad
 from assistant.conversation import DoneEvent, TokenEvent, open_session
+from assistant.grounding import lexical
 from assistant.settings import ChatSettings
 from backends.base import Backend
 from retrieval.collection import Collection
@@ -81,9 +82,6 @@ def _auroc_correct(scores: list[float], correct: list[bool]) -> float | None:
 
 def _rate(flags: list[bool]) -> float | None:
     return round(sum(flags) / len(flags), 4) if flags else None
-
-
-CITATION = re.compile(r"\[\d+\]")
 
 
 class AnswerRows:
@@ -189,7 +187,7 @@ def _answer(q, settings: ChatSettings, backend: Backend, collection) -> dict:
         "impossible": q.impossible,
         "correct": (not q.impossible) and contains_answer(reply.content, q.answers),
         "refused": refused,
-        "cited": (not refused) and bool(CITATION.search("".join(written))),
+        "cited": (not refused) and bool(lexical.CITATION.search("".join(written))),
         "cut": done.finish_reason == "length",
         "tokens": reply.timings.completion_tokens,
         "support": (reply.checks or {}).get("score"),  # the check's score of the answer

@@ -54,17 +54,26 @@ def _hf_decode_tok_s(model, prompt_ids: list[int], new_tokens: int) -> tuple[flo
     return (new_tokens - 1) / (last - first), out[0, len(prompt_ids):].tolist()
 
 
-def _engine_decode_tok_s(engine, prompt_ids: list[int], new_tokens: int, speculate: bool = False,
-                         stats=None, stop_ids: frozenset[int] = frozenset()) -> tuple[float, list[int]]:
-    """Our engine, greedy, up to `new_tokens` (none stops it unless `stop_ids`); tokens/s from the
-    first token to the last."""
-    engine.reset()
+def _timed(steps) -> tuple[float, list[int]]:
+    """Tokens/s of a stream of TokenSteps from its first token to its last, and the token ids."""
     times, ids = [], []
-    for step in engine.generate(prompt_ids, GenerationParams(GREEDY, new_tokens), stop_ids,
-                                speculate=speculate, stats=stats):
+    for step in steps:
         times.append(time.perf_counter())
         ids.append(step.token_id)
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0, ids
+
+
+def _engine_generate(engine, stop_ids: frozenset[int] = frozenset()):
+    """generate(prompt, params, speculate, stats) for our engine, from an empty cache each time."""
+    def generate(prompt_ids, params, speculate=False, stats=None):
+        engine.reset()
+        return engine.generate(prompt_ids, params, stop_ids, speculate=speculate, stats=stats)
+    return generate
+
+
+def _engine_decode_tok_s(engine, prompt_ids: list[int], new_tokens: int) -> tuple[float, list[int]]:
+    """Our engine, greedy, fixed length (no stop token); tokens/s from the first token to the last."""
+    return _timed(_engine_generate(engine)(prompt_ids, GenerationParams(GREEDY, new_tokens)))
 
 
 def grounded_prompts(squad: Path, tokenizer, count: int = 4, sources: int = 3, focus: bool = False) -> list[list[int]]:
@@ -96,15 +105,15 @@ def grounded_prompts(squad: Path, tokenizer, count: int = 4, sources: int = 3, f
     return prompts
 
 
-def _grounded_tok_s(engine, prompts: list[list[int]], new_tokens: int, speculate: bool,
-                    stop_ids: frozenset[int] = frozenset()):
-    """Tokens/s over all grounded prompts (first to last token of each), the replies, the stats."""
+def _grounded_tok_s(generate, prompts: list[list[int]], new_tokens: int, speculate: bool):
+    """Tokens/s over all grounded prompts (first to last token of each), the replies, the stats;
+    generate(prompt, params, speculate, stats) streams one reply (_engine_generate, _hf_generate)."""
     from backends.speculation import SpeculationStats
 
     stats = SpeculationStats()
     tokens, seconds, replies = 0, 0.0, []
     for prompt in prompts:
-        tok_s, ids = _engine_decode_tok_s(engine, prompt, new_tokens, speculate, stats, stop_ids)
+        tok_s, ids = _timed(generate(prompt, GenerationParams(GREEDY, new_tokens, grounded=True), speculate, stats))
         tokens += len(ids) - 1
         seconds += (len(ids) - 1) / tok_s if tok_s else 0.0
         replies.append(ids)
@@ -172,11 +181,11 @@ def _long_conversation(tokenizer, target_tokens: int = 1000) -> tuple[list[int],
     return history, followup
 
 
-def _speculation(engine, prompts: list[list[int]], max_tokens: int, stop_ids: frozenset[int]) -> dict:
-    """The prompts decoded greedily without and with prompt-lookup speculation (same engine)."""
-    _grounded_tok_s(engine, prompts[:1], 8, False)  # warm-up
-    plain, plain_ids, _ = _grounded_tok_s(engine, prompts, max_tokens, False, stop_ids)
-    spec, spec_ids, stats = _grounded_tok_s(engine, prompts, max_tokens, True, stop_ids)
+def _speculation(generate, prompts: list[list[int]], max_tokens: int) -> dict:
+    """The prompts decoded greedily without and with prompt-lookup speculation (same model)."""
+    _grounded_tok_s(generate, prompts[:1], 8, False)  # warm-up
+    plain, plain_ids, _ = _grounded_tok_s(generate, prompts, max_tokens, False)
+    spec, spec_ids, stats = _grounded_tok_s(generate, prompts, max_tokens, True)
     return {"prompts": len(prompts), "prompt_tokens_mean": round(sum(map(len, prompts)) / len(prompts), 1),
             "reply_tokens_mean": round(sum(map(len, plain_ids)) / len(plain_ids), 1),
             "tok_s": round(plain, 2), "spec_tok_s": round(spec, 2), "speculation_speedup": round(spec / plain, 3),
@@ -184,31 +193,15 @@ def _speculation(engine, prompts: list[list[int]], max_tokens: int, stop_ids: fr
             "same_tokens": plain_ids == spec_ids}
 
 
-def _hf_grounded_speculation(folder: Path, prompts: list[list[int]], max_tokens: int, device) -> dict:
-    """The hf backend's grounded answers (its grounded-answer adapter), without and with speculation."""
+def _hf_generate(folder: Path):
+    """generate(prompt, params, speculate, stats) for the hf backend's grounded answers (its
+    grounded-answer adapter; on the GPU when there is one)."""
     from backends.hf.backend import HFBackend
     from backends.hf.default_model import grounded_adapter_dir
-    from backends.speculation import SpeculationStats
 
-    backend = HFBackend(folder, grounded_adapter=grounded_adapter_dir())  # on the GPU when there is one
-    params = GenerationParams(GREEDY, max_tokens, grounded=True)
-
-    def run(speculate: bool):
-        stats, tokens, seconds, replies = SpeculationStats(), 0, 0.0, []
-        for prompt in prompts:
-            times, ids = [], []
-            for step in backend._stream(prompt, params, None, speculate=speculate, stats=stats):
-                times.append(time.perf_counter())
-                ids.append(step.token_id)
-            tokens, seconds = tokens + len(ids) - 1, seconds + times[-1] - times[0]
-            replies.append(ids)
-        return tokens / seconds, replies, stats
-
-    run(False)  # warm-up
-    (plain, plain_ids, _), (spec, spec_ids, stats) = run(False), run(True)
-    return {"prompts": len(prompts), "tok_s": round(plain, 2), "spec_tok_s": round(spec, 2),
-            "speculation_speedup": round(spec / plain, 3), "accept_rate": round(stats.accept_rate, 3),
-            "same_tokens": plain_ids == spec_ids}
+    backend = HFBackend(folder, grounded_adapter=grounded_adapter_dir())
+    return lambda prompt_ids, params, speculate=False, stats=None: backend._stream(
+        prompt_ids, params, None, speculate=speculate, stats=stats)
 
 
 def _grounded_answers_engine(folder: Path, precision: str, device):
@@ -295,15 +288,15 @@ def run(new_tokens: int = 256, report: Callable[[str], None] = print, device: st
         # Grounded answers as the chat gives them: through the grounded-answer adapter (merged) on
         # focused evidence, each reply to the end of its turn (at most grounded_tokens)...
         answers_engine = _grounded_answers_engine(folder, best, device)
-        answers = _speculation(answers_engine or engines[best],
+        answers = _speculation(_engine_generate(answers_engine or engines[best], tokenizer.stop_ids),
                                grounded_prompts(squad, tokenizer, count=64, focus=answers_engine is not None),
-                               grounded_tokens, tokenizer.stop_ids)
+                               grounded_tokens)
         del answers_engine
         # ...and the bundled model itself on whole paragraphs, grounded_tokens with no stop (the
         # measurement before the adapter shipped: past its answer the model writes on, unread)
-        base = _speculation(engines[best], grounded_prompts(squad, tokenizer), grounded_tokens, frozenset())
-        hf_answers = (_hf_grounded_speculation(folder, grounded_prompts(squad, tokenizer, count=16, focus=True),
-                                               grounded_tokens, device) if grounded_adapter_dir() is not None else None)
+        base = _speculation(_engine_generate(engines[best]), grounded_prompts(squad, tokenizer), grounded_tokens)
+        hf_answers = (_speculation(_hf_generate(folder), grounded_prompts(squad, tokenizer, count=16, focus=True),
+                                   grounded_tokens) if grounded_adapter_dir() is not None else None)
         if hf_answers is not None:
             report(f"hf backend's grounded answers (adapter, fp32, {hf_answers['prompts']} questions): "
                    f"{hf_answers['tok_s']:.1f} tok/s, with speculation {hf_answers['spec_tok_s']:.1f} tok/s "

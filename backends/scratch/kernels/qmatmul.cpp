@@ -358,7 +358,10 @@ HEARTH_AVX512 void row_vnni(const void* row, const uint16_t* wd, const uint16_t*
   for (int64_t m0 = 0; m0 < M; m0 += MULTI_VNNI) {
     const int64_t rows = std::min(MULTI_VNNI, M - m0);
 #define HEARTH_VNNI(R) row_multi_vnni<R, Q4>(row, d, mins, nb, xq + m0 * nb * QK, dxe + m0 * pairs * 16, sx + m0 * nb, y + m0 * N, N, n)
-    HEARTH_DISPATCH_ROWS(HEARTH_VNNI)
+    switch (rows) {
+      case 1: HEARTH_VNNI(1); break; case 2: HEARTH_VNNI(2); break; case 3: HEARTH_VNNI(3); break;
+      default: HEARTH_VNNI(4); break;
+    }
 #undef HEARTH_VNNI
   }
 }
