@@ -335,25 +335,46 @@ def _use_faster_orientation(model: DecoderLanguageModel, rows: int) -> bool:
 
 
 class BatchedBackend:
-    """A scratch backend whose requests share one BatchEngine (the Backend protocol)."""
+    """A scratch backend whose requests share one BatchEngine (the Backend protocol).
+
+    Grounded answers (GenerationParams.grounded) go through the backend's grounded-answer adapter as
+    they do unbatched: a second BatchEngine over the merged weights (ScratchBackend.grounded_engine's
+    model), built on the first grounded request, batches them among themselves."""
 
     def __init__(self, backend, slots: int = DEFAULT_SLOTS, max_queue: int = 64):
         self.inner = backend
         self.name, self.model_id, self.precision, self.adapter = backend.name, backend.model_id, backend.precision, None
         self.tokenizer, self.context_length = backend.tokenizer, backend.context_length
+        self.grounded_adapter = getattr(backend, "grounded_adapter", None)
+        self.slots, self.max_queue = slots, max_queue
         self.engine = BatchEngine(backend.engine.model, backend.context_length, slots=slots, max_queue=max_queue)
+        self._grounded: BatchEngine | None = None
+        self._grounded_lock = threading.Lock()
+
+    def _engines(self) -> list[BatchEngine]:
+        return [self.engine] + ([self._grounded] if self._grounded is not None else [])
+
+    def grounded_engine(self) -> BatchEngine:
+        """The batch engine of the weights with the grounded-answer adapter merged (built once)."""
+        with self._grounded_lock:
+            if self._grounded is None:
+                self._grounded = BatchEngine(self.inner.grounded_engine().model, self.context_length,
+                                             slots=self.slots, max_queue=self.max_queue)
+            return self._grounded
 
     @property
     def queued(self) -> int:
-        return self.engine.queued
+        return sum(engine.queued for engine in self._engines())
 
     @property
     def active(self) -> int:
-        return self.engine.active
+        return sum(engine.active for engine in self._engines())
 
     def stream(self, prompt_ids: list[int], params: GenerationParams,
                cancel: threading.Event | None = None) -> Iterator[TokenStep]:
-        return self.engine.generate(prompt_ids, params, self.tokenizer.stop_ids, cancel)
+        engine = self.grounded_engine() if params.grounded and self.grounded_adapter else self.engine
+        return engine.generate(prompt_ids, params, self.tokenizer.stop_ids, cancel)
 
     def close(self) -> None:
-        self.engine.close()
+        for engine in self._engines():
+            engine.close()

@@ -83,3 +83,25 @@ def test_the_grounded_adapter_can_be_turned_off_for_scratch(smollm2_dir):
     from backends.registry import load_backend
 
     assert load_backend("scratch", model=smollm2_dir, precision="q4").grounded_adapter is None
+
+
+def test_served_with_batching_grounded_answers_still_use_the_adapter(smollm2_dir, embedder):
+    # `hearth serve --backend scratch` wraps the backend in BatchedBackend; grounded answers must
+    # not fall back to the base model there.
+    from backends.registry import load_backend
+    from backends.scratch.batch import BatchedBackend
+
+    backend = load_backend("scratch")
+    ids = _grounded_prompt(backend.tokenizer, embedder)
+    grounded, plain = GenerationParams(GREEDY, 40, grounded=True), GenerationParams(GREEDY, 40)
+    alone = [[s.token_id for s in backend.stream(ids, params)] for params in (grounded, plain)]
+    batched = BatchedBackend(backend, slots=2)
+    try:
+        assert batched.grounded_adapter == str(grounded_adapter_dir())
+        served = [[s.token_id for s in batched.stream(ids, params)] for params in (grounded, plain)]
+        assert served == alone
+        assert served[0] != served[1]
+        assert "windowsill" in backend.tokenizer.decode(served[0])
+        assert (batched.active, batched.queued) == (0, 0)
+    finally:
+        batched.close()
