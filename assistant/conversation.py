@@ -250,6 +250,7 @@ class ChatSession:
         self.conversation: Conversation | None = None
         self.messages: list[Message] = []
         self.last_plan: PromptPlan | None = None
+        self._prepare_grounded()
 
     @property
     def conversation_id(self) -> int | None:
@@ -267,7 +268,15 @@ class ChatSession:
             self.collection = open_sources(settings)
         self.settings = settings
         self.save_settings()
+        self._prepare_grounded()
         return settings
+
+    def _prepare_grounded(self) -> None:
+        """With sources attached, let the backend ready its grounded-answer weights in the background
+        (the scratch backend merges its adapter on first use; prepare_grounded)."""
+        prepare = getattr(self.backend, "prepare_grounded", None)
+        if prepare is not None and self.collection is not None and self.settings.grounded_adapter:
+            prepare()
 
     def save_settings(self) -> None:
         """Store the settings and the model with the conversation, if it is stored and they changed

@@ -71,6 +71,7 @@ class ScratchBackend:
         self.grounded_adapter = str(grounded_adapter) if grounded_adapter else None
         self._grounded_engine: Engine | None = None
         self._grounded_lock = threading.Lock()
+        self._preparing: threading.Thread | None = None
 
     def grounded_engine(self) -> Engine:
         """The engine of the base weights with the grounded-answer adapter merged (built once)."""
@@ -83,6 +84,23 @@ class ScratchBackend:
                 model = apply_precision(model.to(self.device), self.precision, source_of(self.model_dir))
                 self._grounded_engine = Engine(model, max_len=self.context_length)
             return self._grounded_engine
+
+    def prepare_grounded(self) -> threading.Thread | None:
+        """Start building the grounded engine in the background, once (a grounded answer that comes
+        first waits for it): the chat calls this when documents are attached, so the merge (seconds)
+        happens while the user types instead of before the first grounded answer."""
+        if not self.grounded_adapter or self._grounded_engine is not None or self._preparing is not None:
+            return None
+
+        def build() -> None:
+            try:
+                self.grounded_engine()
+            except Exception:  # noqa: BLE001  the grounded answer that needs it raises it again, to the user
+                log.warning("could not prepare the grounded-answer adapter", exc_info=True)
+
+        self._preparing = threading.Thread(target=build, name="grounded-adapter-merge", daemon=True)
+        self._preparing.start()
+        return self._preparing
 
     def stream(self, prompt_ids: list[int], params: GenerationParams,
                cancel: threading.Event | None = None) -> Iterator[TokenStep]:

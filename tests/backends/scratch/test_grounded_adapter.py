@@ -105,3 +105,21 @@ def test_served_with_batching_grounded_answers_still_use_the_adapter(smollm2_dir
         assert (batched.active, batched.queued) == (0, 0)
     finally:
         batched.close()
+
+
+def test_a_chat_with_documents_merges_the_adapter_before_the_first_question(smollm2_dir, tmp_path):
+    from assistant.conversation import ChatSession, open_sources
+    from assistant.settings import ChatSettings
+    from backends.registry import load_backend
+
+    backend = load_backend("scratch")
+    ChatSession(backend, ChatSettings())  # no documents: nothing to prepare
+    off = ChatSettings(attachments=(str(tmp_path / "cat.md"),), grounded_adapter=False)
+    (tmp_path / "cat.md").write_text(NOTE)
+    ChatSession(backend, off, collection=open_sources(off))
+    assert backend._preparing is None
+    on = off.replace(grounded_adapter=True)
+    ChatSession(backend, on, collection=open_sources(on))
+    backend._preparing.join(timeout=120)
+    assert backend._grounded_engine is not None
+    assert backend.prepare_grounded() is None  # once
