@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from assistant import present
 from assistant.records import Conversation, Message
 
 FORMATS = ("md", "json", "chatml")
@@ -16,7 +17,20 @@ def to_markdown(conv: Conversation, messages: list[Message]) -> str:
         who = {"user": "You", "assistant": "Assistant", "system": "System"}[m.role]
         note = "" if m.status in ("complete", "stop") else f" ({m.status})"
         lines += [f"## {who}{note}", "", m.content, ""]
+        lines += _grounding(m)
     return "\n".join(lines)
+
+
+def _grounding(m: Message) -> list[str]:
+    """A grounded or checked reply's support line, the sources its [n] cite and its checked sentences."""
+    support = present.support_line(m.checks)
+    sentences = present.sentence_lines(m.checks)
+    out = [f"*{support}*", ""] if support else []
+    if m.sources:
+        out += ["Sources:", ""] + [f"- {line}" for line in present.source_lines(m.sources)] + [""]
+    if sentences:
+        out += ["Checked sentences:", ""] + [f"- {line}" for line in sentences] + [""]
+    return out
 
 
 def to_json(conv: Conversation, messages: list[Message]) -> str:
