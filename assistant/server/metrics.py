@@ -24,11 +24,10 @@ class Metrics:
         queue.set_function(lambda: getattr(backend, "queued", 0))
         active = Gauge("hearth_active_sequences", "sequences being decoded", registry=self.registry)
         active.set_function(lambda: getattr(backend, "active", 0))
-        engine = getattr(backend, "engine", None)
-        if engine is not None and hasattr(engine, "rows_decoded"):
+        if hasattr(backend, "occupancy"):  # a batching backend
             occupancy = Gauge("hearth_batch_occupancy", "mean sequences per decode step since start",
                               registry=self.registry)
-            occupancy.set_function(lambda: engine.rows_decoded / engine.steps if engine.steps else 0.0)
+            occupancy.set_function(lambda: backend.occupancy)
 
     def request(self, endpoint: str, status: int) -> None:
         self.requests.labels(endpoint, str(status)).inc()

@@ -370,6 +370,12 @@ class BatchedBackend:
     def active(self) -> int:
         return sum(engine.active for engine in self._engines())
 
+    @property
+    def occupancy(self) -> float:
+        """Mean sequences per decode step since start, over both engines."""
+        steps = sum(engine.steps for engine in self._engines())
+        return sum(engine.rows_decoded for engine in self._engines()) / steps if steps else 0.0
+
     def stream(self, prompt_ids: list[int], params: GenerationParams,
                cancel: threading.Event | None = None) -> Iterator[TokenStep]:
         engine = self.grounded_engine() if params.grounded and self.grounded_adapter else self.engine

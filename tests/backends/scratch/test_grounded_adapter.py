@@ -103,6 +103,7 @@ def test_served_with_batching_grounded_answers_still_use_the_adapter(smollm2_dir
         assert served[0] != served[1]
         assert "windowsill" in backend.tokenizer.decode(served[0])
         assert (batched.active, batched.queued) == (0, 0)
+        assert batched.occupancy == 1.0  # one at a time, on either engine: every step decoded one sequence
     finally:
         batched.close()
 
