@@ -61,27 +61,34 @@ class ScratchBackend:
         self.model_dir = model_dir
         self.tokenizer = ChatTokenizer.from_file(model_dir)
         model = load_model(model_dir).fuse_for_inference()
-        gpu = torch.cuda.is_available() and precision not in CPU_ONLY_PRECISIONS
-        self.device = device or ("cuda" if gpu else "cpu")
+        self.device = device or ("cuda" if torch.cuda.is_available() and precision not in CPU_ONLY_PRECISIONS else "cpu")
         model = apply_precision(model.to(self.device), precision, source_of(model_dir))
         self.precision = precision
         self.model_id = str(model_dir)
         self.context_length = min(model.config.context_length, max_cache_tokens)
         self.engine = Engine(model, max_len=self.context_length)
         self.grounded_adapter = str(grounded_adapter) if grounded_adapter else None
+        self._grounded_model: DecoderLanguageModel | None = None
         self._grounded_engine: Engine | None = None
         self._grounded_lock = threading.Lock()
         self._preparing: threading.Thread | None = None
 
-    def grounded_engine(self) -> Engine:
-        """The engine of the base weights with the grounded-answer adapter merged (built once)."""
+    def grounded_model(self) -> DecoderLanguageModel:
+        """The base weights with the grounded-answer adapter merged, in the backend's precision (built once)."""
         with self._grounded_lock:
-            if self._grounded_engine is None:
+            if self._grounded_model is None:
                 log.info("merging the grounded-answer adapter %s into a %s copy of the model",
                          self.grounded_adapter, self.precision)
                 model = load_model(self.model_dir, Path(self.grounded_adapter)).fuse_for_inference()
                 # q4 keeps the file's blocks where the adapter left the weights alone (quantize_blocks)
-                model = apply_precision(model.to(self.device), self.precision, source_of(self.model_dir))
+                self._grounded_model = apply_precision(model.to(self.device), self.precision, source_of(self.model_dir))
+            return self._grounded_model
+
+    def grounded_engine(self) -> Engine:
+        """The engine of the merged weights (grounded_model), built once."""
+        model = self.grounded_model()
+        with self._grounded_lock:
+            if self._grounded_engine is None:
                 self._grounded_engine = Engine(model, max_len=self.context_length)
             return self._grounded_engine
 

@@ -338,8 +338,8 @@ class BatchedBackend:
     """A scratch backend whose requests share one BatchEngine (the Backend protocol).
 
     Grounded answers (GenerationParams.grounded) go through the backend's grounded-answer adapter as
-    they do unbatched: a second BatchEngine over the merged weights (ScratchBackend.grounded_engine's
-    model), built on the first grounded request, batches them among themselves."""
+    they do unbatched: a second BatchEngine over the merged weights (ScratchBackend.grounded_model),
+    built on the first grounded request, batches them among themselves."""
 
     def __init__(self, backend, slots: int = DEFAULT_SLOTS, max_queue: int = 64):
         self.inner = backend
@@ -358,7 +358,7 @@ class BatchedBackend:
         """The batch engine of the weights with the grounded-answer adapter merged (built once)."""
         with self._grounded_lock:
             if self._grounded is None:
-                self._grounded = BatchEngine(self.inner.grounded_engine().model, self.context_length,
+                self._grounded = BatchEngine(self.inner.grounded_model(), self.context_length,
                                              slots=self.slots, max_queue=self.max_queue)
             return self._grounded
 
