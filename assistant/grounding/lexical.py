@@ -22,6 +22,18 @@ from retrieval.keywords import STOPWORDS, index_text
 _WORD = re.compile(r"\w+")
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 _NUMBER = re.compile(r"\d[\d,.]*\d|\d")
+# Spelled-out numbers are read as digits ("twenty-five" -> "25", "three hundred" -> "300", "twice" ->
+# "2"), so "three times a day" against "twice a day", or "two dogs" against "2 dogs", compares numbers.
+# A bare "one" or "once" is left as a word: far more often "one of", "no one" or "once he left".
+_UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+          "sixteen seventeen eighteen nineteen").split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_SPELLED = {w: i for i, w in enumerate(_UNITS)} | {w: 10 * i for i, w in enumerate(_TENS, start=2)} | {
+    "twice": 2, "thrice": 3, "dozen": 12}
+_SCALES = {"hundred": 100, "thousand": 1000}
+_SPELLED_NUMBER = re.compile(
+    rf"\b(?:(?P<tens>{'|'.join(_TENS)})[- ](?P<unit>{'|'.join(_UNITS[1:10])})|(?P<word>{'|'.join(_SPELLED)}))"
+    rf"(?:\s+(?P<scale>{'|'.join(_SCALES)}))?\b", re.IGNORECASE)
 _NAME = re.compile(r"\b[A-Z][a-z]+(?:[A-Z][a-z]+)*\b")
 _IDENTIFIER = re.compile(r"`([^`]+)`|\b(\w+(?:[._]\w+)+|[a-z]+[A-Z]\w*)\b")
 _QUOTED = re.compile(r"[\"“]([^\"”]{3,80})[\"”]")
@@ -41,15 +53,32 @@ def _stem(word: str) -> str:
     return _STEMMER.stemWord(word)
 
 
+def _as_digits(m: re.Match) -> str:
+    if m["tens"]:
+        value = _SPELLED[m["tens"].lower()] + _SPELLED[m["unit"].lower()]
+    else:
+        value = _SPELLED[m["word"].lower()]
+        if m["word"].lower() == "one" and not m["scale"]:
+            return m.group()
+    return str(value * _SCALES[m["scale"].lower()] if m["scale"] else value)
+
+
+def spelled_as_digits(text: str) -> str:
+    """Text with its spelled-out numbers written as digits."""
+    return _SPELLED_NUMBER.sub(_as_digits, text)
+
+
 def content_terms(text: str) -> list[str]:
-    """Stemmed, lower-cased content terms of text in order (stopwords dropped, CJK as bigrams)."""
-    words = _WORD.findall(_CAMEL.sub(" ", index_text(text)))
+    """Stemmed, lower-cased content terms of text in order (stopwords dropped, CJK as bigrams;
+    spelled-out numbers as digits)."""
+    words = _WORD.findall(_CAMEL.sub(" ", index_text(spelled_as_digits(text))))
     return [_stem(w.lower()) for w in words if w.lower() not in STOPWORDS and w != "_"]
 
 
 def numbers(text: str) -> set[str]:
-    """Numbers as written, without thousands separators or a trailing full stop: "1,000." -> "1000"."""
-    return {n.replace(",", "").rstrip(".") for n in _NUMBER.findall(text)}
+    """Numbers without thousands separators or a trailing full stop ("1,000." -> "1000"), spelled-out
+    ones as digits."""
+    return {n.replace(",", "").rstrip(".") for n in _NUMBER.findall(spelled_as_digits(text))}
 
 
 def names(text: str) -> set[str]:

@@ -58,6 +58,15 @@ def test_changed_number_is_missing(index):
     assert lexical.lexical_features("The Rhine is 1,450 kilometres long.", index)["missing_numbers"] == 1
 
 
+def test_spelled_out_numbers_are_numbers():
+    src = lexical.SourceIndex(["Rufus eats twice a day. We have two cats and twenty-five hens."])
+    assert lexical.lexical_features("He eats three times a day.", src)["missing_numbers"] == 1
+    assert lexical.lexical_features("He eats 2 times a day.", src)["missing_numbers"] == 0
+    assert lexical.lexical_features("There are 25 hens and 2 cats.", src)["missing_numbers"] == 0
+    assert lexical.lexical_features("There are twenty-six hens.", src)["missing_numbers"] == 1
+    assert lexical.numbers("three hundred people, one of them, no one, a dozen eggs") == {"300", "12"}
+
+
 def test_swapped_name_is_missing(index):
     assert lexical.lexical_features("Konrad Adenauer was born in Cologne.", index)["missing_names"] == 0
     assert lexical.lexical_features("Konrad Adenauer was born in Munich.", index)["missing_names"] == 1
