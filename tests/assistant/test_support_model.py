@@ -72,6 +72,21 @@ def test_shipped_support_model_reads_claim_and_passage_together():
     assert min(same) > max(other) and max(other) < 0.5, (same, other)
 
 
+@pytest.mark.slow
+def test_a_runaway_claim_longer_than_the_model_reads_is_cut_not_refused():
+    from assistant.grounding.support import MAX_LEN, encode_pairs, shipped_model
+
+    model = shipped_model()
+    runaway = " ".join(f"firehose: [{i}]." for i in range(200))  # a looping answer, ~1,000 tokens
+    short = "The city museum is closed on Mondays."
+    batch = encode_pairs(model.tokenizer, [runaway, short], [PAIRS[0][1]] * 2)
+    assert batch["input_ids"].shape[1] == MAX_LEN
+    whole = model.tokenizer(short, PAIRS[0][1])["input_ids"]  # a short claim and passage are read whole
+    assert batch["input_ids"][1, : len(whole)].tolist() == whole
+    p = model.probabilities([runaway], [PAIRS[0][1]])
+    assert p.shape == (1,) and 0.0 <= p[0] <= 1.0
+
+
 def _true_csv(path, rows):
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
