@@ -132,8 +132,8 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
 
     @app.get("/v1/models/{model_id:path}")
     async def model(model_id: str):
-        if model_id == service.embedder_name():
-            return protocol.model_entry(model_id, service.created)
+        if service.serves_embedder(model_id):
+            return protocol.model_entry(service.embedder_name(), service.created)
         if model_id not in service.model_ids():
             raise service.unknown_model(model_id)
         return protocol.model_entry(model_id, service.created, service.backend.context_length)
@@ -141,7 +141,7 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
     @app.post("/v1/embeddings")
     async def embeddings(request: Request):
         model_id, texts, fmt = protocol.parse_embeddings(await read_json(request))
-        if model_id != service.embedder_name():
+        if not service.serves_embedder(model_id):
             raise ApiError(404, f"the embedding model {model_id!r} does not exist; this server has "
                                 f"{service.embedder_name()}", param="model", code="model_not_found")
 

@@ -69,6 +69,12 @@ class Service:
 
         return DEFAULT_EMBEDDER
 
+    def serves_embedder(self, model_id: str) -> bool:
+        """Whether an embeddings request names the bundled embedder: its name in any case, with or without
+        the `sentence-transformers/` namespace other tools send it with."""
+        name = model_id.lower().removeprefix("sentence-transformers/")
+        return name == self.embedder_name().lower()
+
     def settings_for(self, request: ChatRequest) -> ChatSettings:
         """The server's settings with what the request asks for; 404 for a model it does not serve."""
         collection = request.collection

@@ -125,6 +125,10 @@ def test_embeddings_are_the_bundled_embedders(server, client, embedder):
     status, body, _ = raw(server, "POST", "/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": "x",
                                                              "encoding_format": "float"})
     assert status == 200 and len(body["data"][0]["embedding"]) == 384
+    for alias in ("all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"):  # as other tools name it
+        assert np.allclose(client.embeddings.create(model=alias, input=["bees"]).data[0].embedding, local[1], atol=1e-5)
+    status, body, _ = raw(server, "POST", "/v1/embeddings", {"model": "all-mpnet-base-v2", "input": "x"})
+    assert status == 404 and "this server has all-MiniLM-L6-v2" in body["error"]["message"]
 
 
 def test_grounded_answers_carry_sources_and_checks(server, client, home):
