@@ -35,7 +35,7 @@ SHIPPED = Path(__file__).with_name("support_model")
 WEIGHTS_FILE, CONFIG_FILE = "support.safetensors", "support.json"
 WINDOW_RADIUS = 1  # source sentences either side of a window's centre
 TOP_WINDOWS = 3  # windows read per claim
-MAX_LEN = 192  # claim + passage, in encoder tokens; the longer is cut when they do not fit
+MAX_LEN = 192  # claim + passage, in encoder tokens; the passage is cut when longer
 BATCH = 32
 LORA_TARGETS = ("query", "key", "value", "dense")  # every linear layer of the BERT blocks
 FEATURES = ("support_best", "support_mean")
@@ -149,10 +149,13 @@ def load_trainable(net, state: dict) -> None:
 
 
 def encode_pairs(tokenizer, claims: list[str], passages: list[str], max_len: int = MAX_LEN) -> dict:
-    """Token ids of (claim, passage) pairs, padded to the longest. The longer of the two is cut first, so a
-    claim under half of max_len is kept whole and only its passage is cut; a longer one (a runaway answer
-    sentence) is cut too, instead of leaving no room for the passage."""
-    return tokenizer(claims, passages, truncation="longest_first", max_length=max_len, padding=True,
+    """Token ids of (claim, passage) pairs, padded to the longest; passages are cut to fit. A claim that
+    leaves its passage no room (a runaway answer sentence) is first cut to half of max_len."""
+    room = max_len - 4  # [CLS] claim [SEP] passage [SEP], with at least one token of the passage
+    lengths = [len(ids) for ids in tokenizer(claims, add_special_tokens=False)["input_ids"]]
+    claims = [c if n <= room else tokenizer.decode(tokenizer(c, add_special_tokens=False)["input_ids"][: max_len // 2])
+              for c, n in zip(claims, lengths)]
+    return tokenizer(claims, passages, truncation="only_second", max_length=max_len, padding=True,
                      return_tensors="pt")
 
 

@@ -80,7 +80,11 @@ def test_a_runaway_claim_longer_than_the_model_reads_is_cut_not_refused():
     runaway = " ".join(f"firehose: [{i}]." for i in range(200))  # a looping answer, ~1,000 tokens
     short = "The city museum is closed on Mondays."
     batch = encode_pairs(model.tokenizer, [runaway, short], [PAIRS[0][1]] * 2)
-    assert batch["input_ids"].shape[1] == MAX_LEN
+    assert batch["input_ids"].shape[1] <= MAX_LEN
+    passage = model.tokenizer(PAIRS[0][1], add_special_tokens=False)["input_ids"]
+    cut = [i for i in batch["input_ids"][0].tolist() if i != model.tokenizer.pad_token_id]
+    assert cut[-len(passage) - 1 : -1] == passage  # the runaway claim was cut, its passage kept whole
+    assert len(cut) - len(passage) - 3 <= MAX_LEN // 2 + 4
     whole = model.tokenizer(short, PAIRS[0][1])["input_ids"]  # a short claim and passage are read whole
     assert batch["input_ids"][1, : len(whole)].tolist() == whole
     p = model.probabilities([runaway], [PAIRS[0][1]])
