@@ -193,6 +193,7 @@ def _answer(q, settings: ChatSettings, backend: Backend, collection) -> dict:
         "support": (reply.checks or {}).get("score"),  # the check's score of the answer
         "answer_support": (reply.checks or {}).get("support"),  # its support by the sources alone
         "relevance": (reply.checks or {}).get("relevance"),  # the relevance signals the check measured
+        "consistency": (reply.checks or {}).get("consistency"),  # with --self-check: agreement with the samples
         "reply": reply.content,  # for reading the answers afterwards; not scored again
     }
 

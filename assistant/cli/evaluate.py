@@ -66,6 +66,9 @@ def register(sub) -> None:
     q.add_argument("--grounded-adapter", type=Path, metavar="DIR", dest="grounded_adapter_dir",
                    help="a grounded-answer adapter of your own (hearth train sft --lora on data grounded-sft "
                         "data) in place of the one that ships; grounded answers read the same focused evidence")
+    q.add_argument("--self-check", type=int, metavar="N",
+                   help="self-consistency: compare each answer with N re-sampled ones, as ask --self-check does "
+                        "(costs N generations per question)")
     q.add_argument("--rows", type=Path, metavar="FILE",
                    help="keep every scored answer in this JSONL file as it is given; a rerun with the same "
                         "file, settings and weights answers only the questions missing from it (a crash loses "

@@ -53,6 +53,7 @@ class Checks:
     threshold: float | None = None
     support: float | None = None
     relevance: dict[str, float] | None = None
+    consistency: float | None = None  # with self-check: the sentences' mean agreement with the re-sampled answers
 
     @property
     def supported(self) -> bool:
@@ -60,7 +61,8 @@ class Checks:
 
     def to_dict(self) -> dict:
         return {"score": self.score, "threshold": self.threshold, "support": self.support,
-                "relevance": self.relevance, "sentences": [asdict(s) for s in self.sentences]}
+                "relevance": self.relevance, "consistency": self.consistency,
+                "sentences": [asdict(s) for s in self.sentences]}
 
 
 @dataclass
@@ -241,8 +243,8 @@ def check(answer: str, sources: list[tuple[int, str]], embedder, scorer=None, qu
     found = signals(answer, texts, embedder, scorer or None, question)
     agreement = None
     if samples and any(r is not None for r in found.rows):
-        texts = [_sentence_text(answer, span) for span, r in zip(found.spans, found.rows) if r is not None]
-        agreement = consistency(texts, samples, embedder)
+        checked = [_sentence_text(answer, span) for span, r in zip(found.spans, found.rows) if r is not None]
+        agreement = consistency(checked, samples, embedder)
     asked = relevance.features(question, answer, embedder, pronoun_context(answer, found, texts, chunks)) \
         if question and kind == QUESTION else None
     return judge(answer, sources, found, calibration, agreement, asked)
@@ -304,4 +306,5 @@ def judge(answer: str, sources: list[tuple[int, str]], found: Signals, calibrati
         min(checked, key=lambda r: r.score).verdict = "unsupported"
     rounded = None if score is None else round(score, 4)
     return Checks(rounded, results, threshold, None if supported is None else round(supported, 4),
-                  None if asked is None else {k: round(v, 4) for k, v in asked.items()})
+                  None if asked is None else {k: round(v, 4) for k, v in asked.items()},
+                  None if agreement is None else round(float(agreement.mean()), 4))

@@ -222,7 +222,8 @@ def test_check_flags_the_fabricated_sentence_and_keeps_the_faithful_one(embedder
 
 def test_checks_json_shape(embedder):
     result = check("The Rhine is 1,230 kilometres long.", [(3, SOURCE)], embedder).to_dict()
-    assert set(result) == {"score", "threshold", "support", "relevance", "sentences"}
+    assert set(result) == {"score", "threshold", "support", "relevance", "consistency", "sentences"}
+    assert result["consistency"] is None  # measured only with re-sampled answers (self-check)
     (sentence,) = result["sentences"]
     assert set(sentence) == {"text", "start", "end", "score", "verdict", "evidence", "receipt"}
     assert sentence["evidence"] == [3] and sentence["verdict"] in ("supported", "unsupported")
@@ -246,6 +247,18 @@ def test_self_consistency_rewards_what_the_samples_repeat(embedder):
     repeated, once = consistency(["Miso was born in 2019.", "Miso won a singing contest in Vienna."], samples, embedder)
     assert repeated > 0.7 and once < 0.45
     assert list(consistency(["Anything."], [], embedder)) == [1.0]
+
+
+def test_self_check_on_a_grounded_answer_keeps_its_relevance_and_reports_agreement(embedder):
+    # a pronoun answer's relevance reads the sentence before its evidence in the sources; with samples
+    # given, the check once passed the answer's own sentences there instead (a crash, or a wrong context)
+    note = "Our cat is called Miso. She sleeps on the windowsill in the kitchen. The compost heap is turned weekly."
+    answer, question = "She sleeps on the windowsill in the kitchen [1].", "Where does Miso sleep?"
+    samples = ["She sleeps on the kitchen windowsill [1].", "I don't know based on the documents."]
+    alone = check(answer, [(4, note)], embedder, question=question, kind="question")
+    sampled = check(answer, [(4, note)], embedder, question=question, kind="question", samples=samples)
+    assert sampled.relevance == alone.relevance and alone.relevance["question_coverage"] == 1.0
+    assert alone.consistency is None and 0 < sampled.consistency < 1
 
 
 def test_an_answer_below_the_threshold_always_marks_a_sentence(embedder):
