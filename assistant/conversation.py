@@ -584,6 +584,7 @@ class ChatSession:
                                      question=question, samples=samples, kind=kind,
                                      chunks=[s.chunk_text or s.text for s in sources])
             rag.locate_receipts(checks, sources)
+            rag.flag_unknown_citations(checks, sources)
             return rag.add_citations(answer, checks, sources), checks
         from retrieval.embedder import shared_embedder
 

@@ -186,6 +186,16 @@ def add_citations(answer: str, checks, sources: list[Source]) -> str:
     return "".join(out)
 
 
+def flag_unknown_citations(checks, sources: list[Source]) -> None:
+    """A sentence that cites a source number it was not given ("[7]" with three sources: a looping answer
+    counting on) is unsupported, whatever its score: that citation backs nothing."""
+    given = {s.number for s in sources}
+    for sentence in checks.sentences:
+        cited = {int(n) for n in re.findall(r"\[(\d+)\]", sentence.text)}
+        if sentence.verdict == "supported" and cited - given:
+            sentence.verdict = "unsupported"
+
+
 def locate_receipts(checks, sources: list[Source]) -> None:
     """Say where each sentence's receipt (the source sentence it was read against) is: the source's
     [n], its file and the line the sentence starts on."""

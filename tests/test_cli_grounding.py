@@ -16,7 +16,7 @@ def test_check_json_against_source_files(tmp_path, hearth_home):
     out = hearth("check", "--sources", str(tmp_path / "rhine.md"), str(tmp_path / "other.txt"), "--answer", "-",
                  "--json", stdin=answer, home=hearth_home).stdout
     data = json.loads(out)
-    assert set(data) == {"score", "threshold", "support", "relevance", "sentences"}
+    assert set(data) == {"score", "threshold", "support", "relevance", "consistency", "sentences"}
     assert data["relevance"] is None and data["score"] == data["support"]  # no question: the support alone
     first, second = data["sentences"]
     assert (first["text"], first["start"], first["end"]) == ("The Rhine is 1,230 kilometres long.", 0, 35)

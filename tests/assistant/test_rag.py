@@ -80,6 +80,15 @@ def test_citations_are_added_from_evidence_and_offsets_follow(embedder):
         assert cited[s.start : s.end] == s.text
 
 
+def test_a_sentence_citing_a_source_it_was_not_given_is_unsupported(embedder):
+    sources = [rag.Source(1, 11, "a.md", 1, None, "", "Tomatoes need six hours of sunlight.", 1.0)]
+    answer = "Tomatoes need six hours of sunlight [1]. Tomatoes need six hours of sunlight [4]."
+    checks = check(answer, [(s.chunk_id, s.text) for s in sources], embedder)
+    assert [s.verdict for s in checks.sentences] == ["supported", "supported"]  # the same words, read alike
+    rag.flag_unknown_citations(checks, sources)
+    assert [s.verdict for s in checks.sentences] == ["supported", "unsupported"]
+
+
 @pytest.mark.slow
 def test_unanswerable_questions_abstain(notes, smollm2_backend):
     questions = ["What is the boiling point of mercury?", "Who won the 1998 football world cup?",
