@@ -189,9 +189,11 @@ def add_citations(answer: str, checks, sources: list[Source]) -> str:
 def flag_unknown_citations(checks, sources: list[Source]) -> None:
     """A sentence that cites a source number it was not given ("[7]" with three sources: a looping answer
     counting on) is unsupported, whatever its score: that citation backs nothing."""
+    from assistant.grounding.lexical import CITATION
+
     given = {s.number for s in sources}
     for sentence in checks.sentences:
-        cited = {int(n) for n in re.findall(r"\[(\d+)\]", sentence.text)}
+        cited = {int(n) for n in CITATION.findall(sentence.text)}
         if sentence.verdict == "supported" and cited - given:
             sentence.verdict = "unsupported"
 
