@@ -56,10 +56,10 @@ def _stem(word: str) -> str:
 def _as_digits(m: re.Match) -> str:
     if m["tens"]:
         value = _SPELLED[m["tens"].lower()] + _SPELLED[m["unit"].lower()]
+    elif m["word"].lower() == "one" and not m["scale"]:
+        return m.group()
     else:
         value = _SPELLED[m["word"].lower()]
-        if m["word"].lower() == "one" and not m["scale"]:
-            return m.group()
     return str(value * _SCALES[m["scale"].lower()] if m["scale"] else value)
 
 

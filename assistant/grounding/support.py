@@ -152,9 +152,8 @@ def encode_pairs(tokenizer, claims: list[str], passages: list[str], max_len: int
     """Token ids of (claim, passage) pairs, padded to the longest; passages are cut to fit. A claim that
     leaves its passage no room (a runaway answer sentence) is first cut to half of max_len."""
     room = max_len - 4  # [CLS] claim [SEP] passage [SEP], with at least one token of the passage
-    lengths = [len(ids) for ids in tokenizer(claims, add_special_tokens=False)["input_ids"]]
-    claims = [c if n <= room else tokenizer.decode(tokenizer(c, add_special_tokens=False)["input_ids"][: max_len // 2])
-              for c, n in zip(claims, lengths)]
+    ids = tokenizer(claims, add_special_tokens=False)["input_ids"]
+    claims = [c if len(i) <= room else tokenizer.decode(i[: max_len // 2]) for c, i in zip(claims, ids)]
     return tokenizer(claims, passages, truncation="only_second", max_length=max_len, padding=True,
                      return_tensors="pt")
 

@@ -61,7 +61,8 @@ class ScratchBackend:
         self.model_dir = model_dir
         self.tokenizer = ChatTokenizer.from_file(model_dir)
         model = load_model(model_dir).fuse_for_inference()
-        self.device = device or ("cuda" if torch.cuda.is_available() and precision not in CPU_ONLY_PRECISIONS else "cpu")
+        gpu = torch.cuda.is_available() and precision not in CPU_ONLY_PRECISIONS
+        self.device = device or ("cuda" if gpu else "cpu")
         model = apply_precision(model.to(self.device), precision, source_of(model_dir))
         self.precision = precision
         self.model_id = str(model_dir)
