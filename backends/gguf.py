@@ -61,16 +61,26 @@ def architecture(path: Path) -> str:
     return str(field.contents())
 
 
+def _hash_index() -> dict:
+    try:
+        return json.loads((gguf_dir() / _INDEX).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def remember_hash(path: Path, sha256: str) -> None:
+    """Record a file's sha256 by path, size and mtime (content_hash then trusts it)."""
+    stat = path.stat()
+    index = _hash_index()
+    index[str(path.resolve())] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256}
+    ensure_dir(gguf_dir())
+    write_atomic(gguf_dir() / _INDEX, json.dumps(index, indent=1))
+
+
 def content_hash(path: Path, report: Callable[[str], None]) -> str:
     """sha256 of the file, remembered by path, size and mtime (a multi-GB file is read once)."""
     stat = path.stat()
-    key = str(path.resolve())
-    index_path = gguf_dir() / _INDEX
-    try:
-        index = json.loads(index_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        index = {}
-    known = index.get(key)
+    known = _hash_index().get(str(path.resolve()))
     if known and known["size"] == stat.st_size and known["mtime_ns"] == stat.st_mtime_ns:
         return known["sha256"]
     report(f"  identifying {path.name} ({stat.st_size / 2**20:.0f} MiB)")
@@ -78,9 +88,7 @@ def content_hash(path: Path, report: Callable[[str], None]) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
-    index[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
-    ensure_dir(index_path.parent)
-    write_atomic(index_path, json.dumps(index, indent=1))
+    remember_hash(path, digest.hexdigest())
     return digest.hexdigest()
 
 
@@ -114,6 +122,41 @@ def converted_folder(path: Path, report: Callable[[str], None] | None = None) ->
                             f"{', '.join(ARCHITECTURES)} families")
     report(f"Converting {path.name} for Hearth (once; kept in {target})...")
     convert(path, target, report)
+    return target
+
+
+def prepared_folder(path: Path, report: Callable[[str], None] | None = None) -> Path:
+    """The folder of a GGUF file's tokenizer and chat template, without weights (what the scratch engine
+    needs beside the file itself, which it maps as it is), made on first use in about a second."""
+    report = report or log.info
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelNotFound(f"GGUF file {path} does not exist.")
+    target = gguf_dir() / content_hash(path, report)[:16]
+    if (target / "tokenizer.json").is_file():
+        return target
+    arch = architecture(path)
+    if arch not in ARCHITECTURES:
+        raise ModelNotFound(f"{path.name} holds a {arch!r} model; Hearth runs GGUF files of the "
+                            f"{', '.join(ARCHITECTURES)} families")
+    from transformers import AutoTokenizer
+
+    report(f"Reading the tokenizer of {path.name} (once)...")
+    ensure_dir(target.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        try:
+            AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name).save_pretrained(tmp)
+        except Exception as exc:  # transformers raises many kinds on a tokenizer it cannot read
+            raise ModelNotFound(f"cannot read the tokenizer of {path}: {exc}") from exc
+        (tmp / SOURCE_RECORD).write_text(json.dumps({"gguf": str(path.resolve())}))
+        if not target.exists():
+            tmp.rename(target)
+        else:  # a folder with the tensor index already: add the tokenizer's files to it
+            for item in tmp.iterdir():
+                item.replace(target / item.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

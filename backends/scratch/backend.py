@@ -9,10 +9,12 @@ from typing import Iterator
 
 import torch
 
+from assistant.errors import HearthError
 from backends.base import GenerationParams, TokenStep
-from backends.gguf import source_of
+from backends.gguf import prepared_folder, source_of
 from backends.registry import CPU_ONLY_PRECISIONS, PRECISIONS
 from backends.scratch.engine import Engine
+from backends.scratch.gguf_native import load_dequantized_model, load_native_model, open_gguf
 from backends.scratch.model import DecoderLanguageModel
 from backends.scratch import kernels
 from backends.scratch.quantize import quantize_blocks, quantize_int8
@@ -28,6 +30,8 @@ def apply_precision(model: DecoderLanguageModel, precision: str, gguf: Path | No
     """fp32 (reference), bf16 (weights and activations), int8 (int8 weights, bf16 activations), or
     q8 / q4 (32-value weight blocks through Hearth's kernels; `gguf`: the file whose blocks to load
     as they are, when the model folder was converted from one)."""
+    if precision == "gguf":
+        raise ValueError("the gguf precision is a GGUF file's own blocks: load it with gguf_native.load_native_model")
     if precision in ("q8", "q4"):
         model, from_file = quantize_blocks(model, precision, gguf)
         log.info("%s: %d layers loaded as the GGUF file's own blocks; kernels: %s", precision, from_file,
@@ -43,7 +47,10 @@ def apply_precision(model: DecoderLanguageModel, precision: str, gguf: Path | No
 
 
 class ScratchBackend:
-    """Runs a native checkpoint or a Llama-family HF folder through our engine.
+    """Runs a native checkpoint, a Llama-family HF folder or a GGUF file through our engine.
+
+    A GGUF file runs as it is (precision gguf, its default: gguf_native.py); other precisions of a
+    GGUF file start from its weights dequantized to float32.
 
     `grounded_adapter`: a LoRA adapter for grounded answers (GenerationParams.grounded), as the hf
     backend applies it. Here it is merged into a second copy of the weights, in the same precision,
@@ -55,15 +62,30 @@ class ScratchBackend:
     name = "scratch"
     adapter = None  # LoRA adapters are merged first (`hearth train merge`)
 
-    def __init__(self, model_dir: str | Path, precision: str = "fp32", max_cache_tokens: int = DEFAULT_CACHE_TOKENS,
-                 device: str | None = None, grounded_adapter: str | Path | None = None):
+    def __init__(self, model_dir: str | Path, precision: str = "auto", max_cache_tokens: int = DEFAULT_CACHE_TOKENS,
+                 device: str | None = None, grounded_adapter: str | Path | None = None, report=None):
         model_dir = Path(model_dir)
         self.model_dir = model_dir
-        self.tokenizer = ChatTokenizer.from_file(model_dir)
-        model = load_model(model_dir).fuse_for_inference()
+        gguf_file = model_dir.is_file()
+        if precision == "auto":
+            precision = "gguf" if gguf_file else "fp32"
+        if precision == "gguf" and not gguf_file:
+            raise HearthError("--precision gguf runs a .gguf file as it is; this model is a folder "
+                              "(use q4 or q8 for Hearth's block kernels)")
         gpu = torch.cuda.is_available() and precision not in CPU_ONLY_PRECISIONS
         self.device = device or ("cuda" if gpu else "cpu")
-        model = apply_precision(model.to(self.device), precision, source_of(model_dir))
+        if gguf_file:
+            folder = prepared_folder(model_dir, report)
+            self.tokenizer = ChatTokenizer.from_file(folder)
+            gguf = open_gguf(model_dir, folder)
+            if precision == "gguf":
+                model = load_native_model(gguf)
+            else:
+                model = apply_precision(load_dequantized_model(gguf).fuse_for_inference().to(self.device), precision)
+        else:
+            self.tokenizer = ChatTokenizer.from_file(model_dir)
+            model = load_model(model_dir).fuse_for_inference()
+            model = apply_precision(model.to(self.device), precision, source_of(model_dir))
         self.precision = precision
         self.model_id = str(model_dir)
         self.context_length = min(model.config.context_length, max_cache_tokens)

@@ -100,7 +100,7 @@ class BatchEngine:
         self.slots = slots
         self.max_queue = max_queue
         param = next(model.parameters())
-        self.device, dtype = param.device, model.embedding.weight.dtype
+        self.device, dtype = param.device, model.dtype
         shape = (slots, config.num_kv_heads, self.max_len, config.head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(config.num_blocks)]
         self.v = [torch.zeros_like(k) for k in self.k]
@@ -248,7 +248,7 @@ class BatchEngine:
         window = int(positions.max()) + 1
         cos = self.model.rope_cos[positions]  # (rows, width, d/2): each row's own positions
         sin = self.model.rope_sin[positions]
-        dtype = self.model.embedding.weight.dtype
+        dtype = self.model.dtype
         mask = torch.zeros(len(seqs), 1, width, window, dtype=dtype).masked_fill(
             torch.arange(window)[None, None, None, :] > positions[:, None, :, None], float("-inf"))
         slots = torch.tensor([s.slot for s in seqs])
@@ -289,7 +289,7 @@ class BatchEngine:
         cos = self.model.rope_cos.index_select(0, positions)[:, None]  # (n, 1, d/2): one position per row
         sin = self.model.rope_sin.index_select(0, positions)[:, None]
         slots = torch.arange(window, device=self.device)
-        dtype = self.model.embedding.weight.dtype
+        dtype = self.model.dtype
         mask = torch.zeros(n, 1, 1, window, dtype=dtype, device=self.device).masked_fill(
             slots[None, None, None, :] > positions[:, None, None, None], float("-inf"))
         rows = torch.arange(n, device=self.device)

@@ -90,7 +90,7 @@ class Engine:
         self.max_len = min(max_len or config.context_length, config.context_length)
         param = next(model.parameters(), None)
         self.device = param.device if param is not None else torch.device("cpu")
-        dtype = model.embedding.weight.dtype
+        dtype = model.dtype
         self.caches = [
             LayerCache(1, config.num_kv_heads, self.max_len, config.head_dim, dtype, self.device)
             for _ in range(config.num_blocks)
@@ -102,6 +102,10 @@ class Engine:
         self.fixed_shape_steps = fixed_shape_steps
         # q8/q4 weights: decode steps and verifies in one native call (native_step.py)
         self.native = native_step.NativeDecoder(model, self.caches) if native_step.supported(model) else None
+        # q8/q4 prefills of many tokens are faster as one float matmul over dequantized weights; a
+        # GGUF-native model's products take any number of rows (and never dequantize)
+        self.native_prefill_max = (self.max_len if native_step.gguf_native(model) else NATIVE_PREFILL_MAX) \
+            if self.native is not None else 0
         if fixed_shape_steps:
             model.rope_tables(self.max_len)  # allocated once: a captured graph keeps their address
             self._token = torch.zeros(1, 1, dtype=torch.long, device=self.device)
@@ -132,7 +136,7 @@ class Engine:
         position = self._position
         cos = self.model.rope_cos.index_select(0, position)
         sin = self.model.rope_sin.index_select(0, position)
-        dtype = self.model.embedding.weight.dtype
+        dtype = self.model.dtype
         mask = torch.zeros(1, window, dtype=dtype, device=self.device).masked_fill(
             self._slots[None, :window] > position, float("-inf"))
         caches = [_WindowView(cache, position, window) for cache in self.caches]
@@ -165,7 +169,7 @@ class Engine:
             common += 1
         self._rollback(common)
         rest = prompt_ids[common:]
-        if self.native is not None and len(rest) <= NATIVE_PREFILL_MAX:
+        if len(rest) <= self.native_prefill_max:
             # a follow-up turn's few new tokens: cheaper through the step kernels than dequantizing
             # every weight for one float matmul
             logits = self.native.forward(rest, common)[-1]

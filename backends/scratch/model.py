@@ -225,12 +225,17 @@ class DecoderLanguageModel(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype activations and KV caches take (the norms', whatever form the linear layers have)."""
+        return self.blocks[0].norm1.scale.dtype
+
     def rope_tables(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos/sin for positions 0..length-1, computed once and grown on demand."""
         if length > self._rope_len:
             size = max(length, self.config.context_length)
             cos, sin = rope_angles(self.config.head_dim, torch.arange(size), self.config.rope_theta)
-            device = self.embedding.weight.device
+            device = self.blocks[0].norm1.scale.device
             self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
             self._rope_len = size
         return self.rope_cos, self.rope_sin
@@ -242,7 +247,7 @@ class DecoderLanguageModel(nn.Module):
         t = ids.shape[1]
         cos, sin = self.rope_tables(start + t)
         cos, sin = cos[start : start + t], sin[start : start + t]
-        mask = causal_mask(t, start, ids.device, self.embedding.weight.dtype) if t > 1 else None
+        mask = causal_mask(t, start, ids.device, self.dtype) if t > 1 else None
         return self.forward_at(ids, cos, sin, mask, caches, logits_at, row_by_row)
 
     def forward_at(self, ids: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,

@@ -1,4 +1,4 @@
-"""Hearth's own CPU kernels (qmatmul.cpp), compiled once as a PyTorch C++ extension.
+"""Hearth's own CPU kernels (qmatmul.cpp: q8/q4; ggml.cpp: GGUF's block types and the decode step), compiled once as a PyTorch C++ extension.
 
 `make install` builds them (`python -m backends.scratch.kernels`); any other install builds them on
 first use. A build goes to a private temporary folder and is renamed, complete, to a folder of
@@ -23,7 +23,9 @@ from types import ModuleType
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("qmatmul.cpp")
+HERE = Path(__file__).parent
+SOURCES = [HERE / "qmatmul.cpp", HERE / "ggml.cpp"]  # compiled into one module
+HEADERS = [HERE / "kernels.h"]
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -61,7 +63,8 @@ def build_folder() -> Path:
     import torch
     from torch.utils.cpp_extension import get_default_build_root
 
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS + LDFLAGS + [torch.__version__]).encode())
+    key = hashlib.sha256(b"".join(f.read_bytes() for f in SOURCES + HEADERS)
+                         + " ".join(CFLAGS + LDFLAGS + [torch.__version__]).encode())
     return Path(get_default_build_root()) / f"{NAME}-{key.hexdigest()[:16]}"
 
 
@@ -80,9 +83,10 @@ def _compile(folder: Path) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{folder.name}.building-", dir=folder.parent))
     try:
-        shutil.copy(SOURCE, work / SOURCE.name)  # the same path in every build: no rebuild per checkout
-        load_extension(name=NAME, sources=[str(work / SOURCE.name)], extra_cflags=CFLAGS, extra_ldflags=LDFLAGS,
-                       build_directory=str(work), verbose=False)
+        for f in SOURCES + HEADERS:  # the same paths in every build: no rebuild per checkout
+            shutil.copy(f, work / f.name)
+        load_extension(name=NAME, sources=[str(work / f.name) for f in SOURCES], extra_cflags=CFLAGS,
+                       extra_ldflags=LDFLAGS, build_directory=str(work), verbose=False)
         try:
             work.rename(folder)
         except OSError:  # another process finished first

@@ -19,9 +19,9 @@
 #include <string>
 #include <vector>
 
-namespace {
+#include "kernels.h"
 
-constexpr int64_t QK = 32;  // values per block
+namespace hearth {
 
 // x [M, K] float -> xq [M, nb*32] int8 (zero padded), dx [M, nb] scale, sx [M, nb] = dx * sum(xq)
 void quantize_rows(const float* x, int64_t M, int64_t K, int64_t nb, int8_t* xq, float* dx, float* sx) {
@@ -85,7 +85,7 @@ __attribute__((target("avx2,fma,f16c"))) void quantize_rows_avx2(const float* x,
   }
 }
 
-inline float half_to_float(uint16_t h) {
+float half_to_float(uint16_t h) {
   c10::Half v;
   std::memcpy(&v, &h, sizeof(h));
   return static_cast<float>(v);
@@ -379,7 +379,6 @@ bool cpu_has_avx512_vnni() {
   return has;
 }
 
-enum class Path { Portable, Avx2, Avx512Vnni };
 
 // The paths this CPU can run, best first.
 std::vector<std::string> instruction_sets() {
@@ -400,6 +399,12 @@ Path path_for(const std::string& name) {
               "' kernels (it has: ", listed, ")");
   return chosen == "avx512vnni" ? Path::Avx512Vnni : chosen == "avx2" ? Path::Avx2 : Path::Portable;
 }
+
+}  // namespace hearth
+
+using namespace hearth;
+
+namespace {
 
 struct Activations {
   at::Tensor xq, dx, sx;
@@ -540,7 +545,6 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& scale, double eps) {
 }
 
 namespace {
-bool cpu_has_avx2();
 void silu_mul_avx2(const float* gate, const float* up, float* out, int64_t n);
 }  // namespace
 
@@ -600,23 +604,23 @@ __attribute__((target("avx2,fma,f16c"))) void silu_mul_avx2(const float* gate, c
   for (; i < n; ++i) out[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
 }
 
-// one query head against S keys: softmax(q k / sqrt(D)) v, written to o (AVX2, D = 64)
-__attribute__((target("avx2,fma,f16c"))) void attend_head64_avx2(const float* q, const float* keys, const float* values,
-                                                                   int64_t S, float scale, float* scores, float* o) {
-  constexpr int64_t D = 64;
-  __m256 qv[8];
-  for (int j = 0; j < 8; ++j) qv[j] = _mm256_mul_ps(_mm256_loadu_ps(q + 8 * j), _mm256_set1_ps(scale));
+// one query head against S keys: softmax(q k / sqrt(D)) v, written to o (AVX2, D = 64 or 128)
+template <int D>
+__attribute__((target("avx2,fma,f16c"))) void attend_head_avx2(const float* q, const float* keys, const float* values,
+                                                                 int64_t S, float scale, float* scores, float* o) {
+  constexpr int V = D / 8;  // 8-float vectors per head
+  __m256 qv[V];
+  for (int j = 0; j < V; ++j) qv[j] = _mm256_mul_ps(_mm256_loadu_ps(q + 8 * j), _mm256_set1_ps(scale));
   float best = -INFINITY;
   for (int64_t s = 0; s < S; ++s) {
     const float* k = keys + s * D;
     __m256 a = _mm256_mul_ps(qv[0], _mm256_loadu_ps(k));
     __m256 b = _mm256_mul_ps(qv[1], _mm256_loadu_ps(k + 8));
-    a = _mm256_fmadd_ps(qv[2], _mm256_loadu_ps(k + 16), a);
-    b = _mm256_fmadd_ps(qv[3], _mm256_loadu_ps(k + 24), b);
-    a = _mm256_fmadd_ps(qv[4], _mm256_loadu_ps(k + 32), a);
-    b = _mm256_fmadd_ps(qv[5], _mm256_loadu_ps(k + 40), b);
-    a = _mm256_fmadd_ps(qv[6], _mm256_loadu_ps(k + 48), a);
-    b = _mm256_fmadd_ps(qv[7], _mm256_loadu_ps(k + 56), b);
+#pragma GCC unroll 16
+    for (int j = 2; j < V; j += 2) {
+      a = _mm256_fmadd_ps(qv[j], _mm256_loadu_ps(k + 8 * j), a);
+      b = _mm256_fmadd_ps(qv[j + 1], _mm256_loadu_ps(k + 8 * j + 8), b);
+    }
     scores[s] = hsum(_mm256_add_ps(a, b));
     best = std::max(best, scores[s]);
   }
@@ -629,15 +633,15 @@ __attribute__((target("avx2,fma,f16c"))) void attend_head64_avx2(const float* q,
   }
   float total = hsum(total8);
   for (; s < S; ++s) total += (scores[s] = std::exp(scores[s] - best));
-  __m256 acc[8];
-  for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+  __m256 acc[V];
+  for (int j = 0; j < V; ++j) acc[j] = _mm256_setzero_ps();
   for (int64_t t = 0; t < S; ++t) {
     const __m256 p = _mm256_set1_ps(scores[t]);
     const float* v = values + t * D;
-    for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8 * j), acc[j]);
+    for (int j = 0; j < V; ++j) acc[j] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8 * j), acc[j]);
   }
   const __m256 inv = _mm256_set1_ps(1.f / total);
-  for (int j = 0; j < 8; ++j) _mm256_storeu_ps(o + 8 * j, _mm256_mul_ps(acc[j], inv));
+  for (int j = 0; j < V; ++j) _mm256_storeu_ps(o + 8 * j, _mm256_mul_ps(acc[j], inv));
 }
 
 void attend_head_portable(const float* q, const float* keys, const float* values, int64_t S, int64_t D,
@@ -695,53 +699,20 @@ at::Tensor attend(const at::Tensor& qkv, at::Tensor& k_cache, at::Tensor& v_cach
   float* op = out.data_ptr<float>();
   const float scale = 1.f / std::sqrt(float(D));
   const int64_t group = H / KV;
-  const bool simd = cpu_has_avx2() && D == 64;
+  const bool simd = cpu_has_avx2() && (D == 64 || D == 128);
   at::parallel_for(0, M * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(pos + M);
     for (int64_t job = begin; job < end; ++job) {
       const int64_t i = job / H, h = job % H, g = h / group;
       const float* qh = qp + (i * (H + 2 * KV) + h) * D;
       float* o = op + i * H * D + h * D;
-      if (simd) attend_head64_avx2(qh, kp + g * L * D, vp + g * L * D, pos + i + 1, scale, scores.data(), o);
+      if (simd && D == 64) attend_head_avx2<64>(qh, kp + g * L * D, vp + g * L * D, pos + i + 1, scale, scores.data(), o);
+      else if (simd) attend_head_avx2<128>(qh, kp + g * L * D, vp + g * L * D, pos + i + 1, scale, scores.data(), o);
       else attend_head_portable(qh, kp + g * L * D, vp + g * L * D, pos + i + 1, D, scale, scores.data(), o);
     }
   });
   return out;
 }
-
-// ---- a whole decode step in one call ----
-
-namespace {
-at::Tensor product(const at::Tensor& x, const std::vector<at::Tensor>& w, const std::optional<at::Tensor>& residual = std::nullopt) {
-  if (w[0].dtype() == at::kChar) return q8_matmul(x, w[0], w[1], "", residual);
-  return q4_matmul(x, w[0], w[1], w[2], "", residual);
-}
-}  // namespace
-
-// A block-quantized SwiGLU decoder's weights and KV caches, held once; forward() runs the blocks,
-// the final norm and the output projection for a step's rows. Each linear is [values, scales]
-// (q8) or [values, scales, minimums] (q4); per block: W_QKV, W_O, W_13, W_2 and two norm scales.
-struct Decoder {
-  std::vector<std::vector<at::Tensor>> linears;
-  std::vector<at::Tensor> norms, k_caches, v_caches;
-  std::optional<at::Tensor> final_norm;
-  std::vector<at::Tensor> output;
-  int64_t heads, kv_heads;
-  bool interleaved;
-  double eps;
-
-  at::Tensor forward(at::Tensor x, int64_t pos, const at::Tensor& cos, const at::Tensor& sin) {
-    for (size_t i = 0; i < k_caches.size(); ++i) {
-      const at::Tensor qkv = product(rms_norm(x, norms[2 * i], eps), linears[4 * i]);
-      const at::Tensor mixed = attend(qkv, k_caches[i], v_caches[i], pos, cos, sin, heads, kv_heads, interleaved);
-      x = product(mixed, linears[4 * i + 1], x);
-      const at::Tensor gate_up = product(rms_norm(x, norms[2 * i + 1], eps), linears[4 * i + 2]);
-      x = product(silu_mul(gate_up), linears[4 * i + 3], x);
-    }
-    if (final_norm.has_value()) x = rms_norm(x, *final_norm, eps);
-    return product(x, output);
-  }
-};
 
 // the activation quantization the products use: (xq [M, nb*32] int8, dx [M, nb], sx [M, nb])
 std::vector<at::Tensor> quantize_activations(const at::Tensor& x, int64_t nb) {
@@ -756,11 +727,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("wd"), py::arg("path") = "", py::arg("residual") = py::none());
   m.def("q4_matmul", &q4_matmul, "x @ W^T (+ residual) for a q4 (Q4_1-style) weight", py::arg("x"), py::arg("w"),
         py::arg("wd"), py::arg("wm"), py::arg("path") = "", py::arg("residual") = py::none());
-  py::class_<Decoder>(m, "Decoder")
-      .def(py::init<std::vector<std::vector<at::Tensor>>, std::vector<at::Tensor>, std::vector<at::Tensor>,
-                    std::vector<at::Tensor>, std::optional<at::Tensor>, std::vector<at::Tensor>, int64_t, int64_t,
-                    bool, double>())
-      .def("forward", &Decoder::forward, "logits for a step's rows at positions pos..");
+  hearth::register_ggml(m);
   m.def("rms_norm", &rms_norm, "x / rms(x) * scale over the last dimension");
   m.def("silu_mul", &silu_mul, "silu(gate) * up of a fused gate/up projection");
   m.def("attend", &attend, "RoPE, KV cache write and attention for a decode step's rows");
