@@ -172,7 +172,7 @@ class Engine:
         if len(rest) <= self.native_prefill_max:
             # a follow-up turn's few new tokens: cheaper through the step kernels than dequantizing
             # every weight for one float matmul
-            logits = self.native.forward(rest, common)[-1]
+            logits = self.native.forward(rest, common, last_only=True)[-1]
         else:
             logits = self._forward(rest)
         self.cached_ids.extend(rest)

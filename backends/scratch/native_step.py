@@ -65,12 +65,13 @@ class NativeDecoder:
             config.num_heads, config.num_kv_heads, config.rope_pairing == "interleaved", config.norm_eps)
 
     @torch.inference_mode()
-    def forward(self, ids: list[int], start: int) -> torch.Tensor:
-        """Next-token logits (len(ids), vocab) for ids at positions start.., appended to the caches."""
+    def forward(self, ids: list[int], start: int, last_only: bool = False) -> torch.Tensor:
+        """Next-token logits (len(ids), vocab) for ids at positions start.., appended to the caches
+        (`last_only`: the last position's alone, (1, vocab))."""
         rows = len(ids)
         x = self.model.embedding(torch.tensor(ids)).float()
         cos, sin = self.model.rope_tables(start + rows)
-        logits = self.native.forward(x, start, cos[start : start + rows], sin[start : start + rows])
+        logits = self.native.forward(x, start, cos[start : start + rows], sin[start : start + rows], last_only)
         for cache in self.caches:
             cache.length = start + rows
         return logits

@@ -56,8 +56,9 @@ BlockInfo block_info(int64_t type) {
   }
 }
 
-constexpr int64_t CHUNK = 64;  // decoded rows and quantized activations are padded to a multiple of this
-inline int64_t padded(int64_t K) { return (K + CHUNK - 1) / CHUNK * CHUNK; }
+constexpr int64_t CHUNK = 64;   // values per VNNI step
+constexpr int64_t PAD = 128;    // decoded rows and quantized activations are padded to a multiple of this (ABLOCK)
+inline int64_t padded(int64_t K) { return (K + PAD - 1) / PAD * PAD; }
 
 // One decoded weight row: w[i] = s16[i / 16] * q[i] + off[i / 32] (zeros past K).
 struct Row {
@@ -207,6 +208,8 @@ HEARTH_AVX2 inline void block_values_avx2(int64_t type, const uint8_t* b, int8_t
   }
 }
 
+HEARTH_AVX2 inline void kquant_scales_avx2(int64_t type, const uint8_t* b, float* s16, float* off);
+
 template <int64_t TYPE>
 HEARTH_AVX2 void decode_row_avx2(const uint8_t* src, int64_t K, Row& row) {
   constexpr BlockInfo info = block_info_of(TYPE);
@@ -221,9 +224,37 @@ HEARTH_AVX2 void decode_row_avx2(const uint8_t* src, int64_t K, Row& row) {
       s16[2 * i] = s16[2 * i + 1] = _cvtsh_ss(h[0]);
       if (TYPE == Q4_1) off[i] = _cvtsh_ss(h[1]);
     } else {
-      block_scales(TYPE, b, s16 + i * info.values / 16, off + i * info.values / 32);
+      kquant_scales_avx2(TYPE, b, s16 + i * info.values / 16, off + i * info.values / 32);
     }
   }
+}
+
+// block_scales of a super-block, 8 at a time (the same products, so the same floats)
+HEARTH_AVX2 inline void kquant_scales_avx2(int64_t type, const uint8_t* b, float* s16, float* off) {
+  if (type == Q6_K) {
+    const __m256 d = _mm256_set1_ps(_cvtsh_ss(uint16_t(b[208] | (b[209] << 8))));
+    const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192));
+    _mm256_storeu_ps(s16, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))));
+    _mm256_storeu_ps(s16 + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)))));
+    return;
+  }
+  // Q4_K: the twelve bytes of 6-bit scales and minimums unpacked into 8 scales, then 8 minimums
+  uint32_t u[4];
+  std::memcpy(u, b + 4, 12);
+  const uint32_t low6 = 0x3f3f3f3f, low4 = 0x0f0f0f0f, low2 = 0x03030303;
+  u[3] = ((u[2] >> 4) & low4) | (((u[1] >> 6) & low2) << 4);
+  const uint32_t mins_low = u[1] & low6;
+  u[1] = (u[2] & low4) | (((u[0] >> 6) & low2) << 4);
+  u[2] = mins_low;
+  u[0] &= low6;
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(u));
+  const __m256 d = _mm256_set1_ps(_cvtsh_ss(uint16_t(b[0] | (b[1] << 8))));
+  const __m256 dmin = _mm256_set1_ps(_cvtsh_ss(uint16_t(b[2] | (b[3] << 8))));
+  const __m256 scales = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)));
+  _mm256_storeu_ps(s16, _mm256_permutevar8x32_ps(scales, _mm256_set_epi32(3, 3, 2, 2, 1, 1, 0, 0)));
+  _mm256_storeu_ps(s16 + 8, _mm256_permutevar8x32_ps(scales, _mm256_set_epi32(7, 7, 6, 6, 5, 5, 4, 4)));
+  const __m256 mins = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8))));
+  _mm256_storeu_ps(off, _mm256_sub_ps(_mm256_setzero_ps(), mins));
 }
 
 void decode_row(int64_t type, const uint8_t* src, int64_t K, Row& row, bool simd) {
@@ -247,24 +278,60 @@ void decode_row(int64_t type, const uint8_t* src, int64_t K, Row& row, bool simd
 
 // ---- dot products of a decoded row with quantized activation rows ----
 
-struct Acts {  // activation rows quantized per block of 32, padded to KP values
+// Activation rows quantized to int8 with one scale per ABLOCK values (one float multiply per 128
+// products instead of per 32: the products' inner loops are bound by instructions, not memory, and
+// this took a third of them away; llama.cpp's K-quant products use blocks of 256), padded to KP.
+constexpr int64_t ABLOCK = 128;
+
+struct Acts {
   std::vector<int8_t> q;  // VNNI: stored as q + 128 (unsigned), so vpdpbusd takes them as they are
-  std::vector<float> d, s;  // per block: scale, scale * sum of values
-  int64_t M, KP, nb;
+  std::vector<float> d;   // per ABLOCK values: the scale (amax / 127)
+  std::vector<float> s;   // per 32 values: scale * sum of the values (for the weights' offsets)
+  int64_t M, KP, nb;      // nb: blocks of ABLOCK per row
 };
 
 Acts quantize_acts(const at::Tensor& x2d, int64_t K, bool unsigned_values) {
-  const int64_t M = x2d.size(0), KP = padded(K), nb = KP / QK;
-  Acts a{std::vector<int8_t>(M * KP), std::vector<float>(M * nb), std::vector<float>(M * nb), M, KP, nb};
-  (cpu_has_avx2() ? quantize_rows_avx2 : quantize_rows)(x2d.data_ptr<float>(), M, K, nb, a.q.data(), a.d.data(), a.s.data());
+  const int64_t M = x2d.size(0), KP = padded(K), nb = KP / ABLOCK;
+  Acts a{std::vector<int8_t>(M * KP, 0), std::vector<float>(M * nb), std::vector<float>(M * KP / 32, 0.f), M, KP, nb};
+  const float* x = x2d.data_ptr<float>();
+  at::parallel_for(0, M, 16, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) {
+      const float* row = x + m * K;
+      for (int64_t b = 0; b < nb; ++b) {
+        const int64_t start = b * ABLOCK, end = std::min(K, start + ABLOCK);
+        float amax = 0.f;
+        for (int64_t i = start; i < end; ++i) amax = std::max(amax, std::fabs(row[i]));
+        const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+        a.d[m * nb + b] = d;
+        for (int64_t i = start; i < end; ++i) {
+          const int v = int(std::nearbyint(row[i] * id));
+          a.q[m * KP + i] = int8_t(v);
+          a.s[(m * KP + i) / 32] += float(v);
+        }
+        for (int64_t g = start / 32; g < (start + ABLOCK) / 32; ++g) a.s[m * KP / 32 + g] *= d;
+      }
+    }
+  });
   if (unsigned_values)
     for (auto& v : a.q) v = int8_t(uint8_t(v) ^ 0x80);
   return a;
 }
 
-float offsets_dot(const Row& w, const float* s, int64_t nb) {
+float offsets_dot_portable(const Row& w, const float* s, int64_t groups) {
   float total = 0.f;
-  for (int64_t b = 0; b < nb; ++b) total += w.off[b] * s[b];
+  for (int64_t b = 0; b < groups; ++b) total += w.off[b] * s[b];
+  return total;
+}
+
+HEARTH_AVX2 float hsum8(__m256 v);
+
+// sum of the weights' offsets times the activations' block sums (groups is a multiple of 4: PAD / 32)
+HEARTH_AVX2 float offsets_dot(const Row& w, const float* s, int64_t groups) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t b = 0;
+  for (; b + 8 <= groups; b += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(w.off.data() + b), _mm256_loadu_ps(s + b), acc);
+  float total = hsum8(acc);
+  for (; b < groups; ++b) total += w.off[b] * s[b];
   return total;
 }
 
@@ -275,14 +342,14 @@ void rows_portable(const Row& w, const Acts& a, int64_t m0, int64_t rows, bool o
     for (int64_t g = 0; g < a.KP / 16; ++g) {
       int32_t s = 0;
       for (int i = 0; i < 16; ++i) s += int32_t(w.q[16 * g + i]) * int32_t(x[16 * g + i]);
-      acc += w.s16[g] * a.d[m * a.nb + g / 2] * float(s);
+      acc += w.s16[g] * a.d[m * a.nb + g * 16 / ABLOCK] * float(s);
     }
-    if (offsets) acc += offsets_dot(w, a.s.data() + m * a.nb, a.nb);
+    if (offsets) acc += offsets_dot_portable(w, a.s.data() + m * a.KP / 32, a.KP / 32);
     y[m * ldy] += acc;
   }
 }
 
-HEARTH_AVX2 inline float hsum8(__m256 v) {
+HEARTH_AVX2 float hsum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -290,30 +357,35 @@ HEARTH_AVX2 inline float hsum8(__m256 v) {
 }
 
 // 32 values a step: maddubs takes |w| as its unsigned side and x with w's sign; lanes 0-3 of the
-// 32-bit sums hold the first 16 values' products, lanes 4-7 the second's.
+// 32-bit sums hold the first 16 values' products, lanes 4-7 the second's. Each activation block's
+// partial sum is scaled once, at its end.
 template <int MR>
 HEARTH_AVX2 void rows_avx2(const Row& w, const Acts& a, int64_t m0, bool offsets, float* y, int64_t ldy) {
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i halves = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0);
   __m256 acc[MR];
   for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < a.nb; ++b) {
-    const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.q.data() + b * QK));
-    const __m256i aw = _mm256_sign_epi8(wv, wv);
-    const __m256 sv = _mm256_permutevar8x32_ps(
-        _mm256_castps128_ps256(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(w.s16.data() + 2 * b)))), halves);
+  for (int64_t blk = 0; blk < a.nb; ++blk) {
+    __m256 part[MR];
+    for (int m = 0; m < MR; ++m) part[m] = _mm256_setzero_ps();
+    for (int64_t b = blk * (ABLOCK / QK); b < (blk + 1) * (ABLOCK / QK); ++b) {
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.q.data() + b * QK));
+      const __m256i aw = _mm256_sign_epi8(wv, wv);
+      const __m256 sv = _mm256_permutevar8x32_ps(
+          _mm256_castps128_ps256(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(w.s16.data() + 2 * b)))), halves);
 #pragma GCC unroll 8
-    for (int m = 0; m < MR; ++m) {
-      const int64_t r = m0 + m;
-      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + r * a.KP + b * QK));
-      const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, wv)), ones);
-      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(sv, _mm256_set1_ps(a.d[r * a.nb + b])), acc[m]);
+      for (int m = 0; m < MR; ++m) {
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + (m0 + m) * a.KP + b * QK));
+        const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, wv)), ones);
+        part[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), sv, part[m]);
+      }
     }
+    for (int m = 0; m < MR; ++m) acc[m] = _mm256_fmadd_ps(part[m], _mm256_set1_ps(a.d[(m0 + m) * a.nb + blk]), acc[m]);
   }
   for (int m = 0; m < MR; ++m) {
     const int64_t r = m0 + m;
     float total = hsum8(acc[m]);
-    if (offsets) total += offsets_dot(w, a.s.data() + r * a.nb, a.nb);
+    if (offsets) total += offsets_dot(w, a.s.data() + r * a.KP / 32, a.KP / 32);
     y[r * ldy] += total;
   }
 }
@@ -325,28 +397,31 @@ HEARTH_AVX2 void rows_avx2(const Row& w, const Acts& a, int64_t m0, bool offsets
 // by all rows). Lane l of the 16 sums covers values 4l..4l+3: lanes 4g..4g+3 are group g's.
 template <int MR>
 HEARTH_VNNI void rows_vnni(const Row& w, const Acts& a, int64_t m0, bool offsets, float* y, int64_t ldy) {
+  constexpr int64_t STEPS = ABLOCK / CHUNK;  // 64-value steps per activation block
   const __m512i c128 = _mm512_set1_epi8(char(0x80)), zero = _mm512_setzero_si512();
   const __m512i groups = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-  const __m512i blocks = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   __m512 acc[MR];
   for (int m = 0; m < MR; ++m) acc[m] = _mm512_setzero_ps();
-  for (int64_t c = 0; c < a.KP / CHUNK; ++c) {
-    const __m512i wv = _mm512_loadu_si512(w.q.data() + c * CHUNK);
-    const __m512i start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, c128, wv));
-    const __m512 sv = _mm512_permutexvar_ps(groups, _mm512_castps128_ps512(_mm_loadu_ps(w.s16.data() + 4 * c)));
+  for (int64_t blk = 0; blk < a.nb; ++blk) {
+    __m512 part[MR];
+    for (int m = 0; m < MR; ++m) part[m] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+    for (int64_t c = blk * STEPS; c < (blk + 1) * STEPS; ++c) {
+      const __m512i wv = _mm512_loadu_si512(w.q.data() + c * CHUNK);
+      const __m512i start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, c128, wv));
+      const __m512 sv = _mm512_permutexvar_ps(groups, _mm512_castps128_ps512(_mm_loadu_ps(w.s16.data() + 4 * c)));
 #pragma GCC unroll 4
-    for (int m = 0; m < MR; ++m) {
-      const int64_t r = m0 + m;
-      const __m512i sums = _mm512_dpbusd_epi32(start, _mm512_loadu_si512(a.q.data() + r * a.KP + c * CHUNK), wv);
-      const __m512 dv = _mm512_permutexvar_ps(
-          blocks, _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(a.d.data() + r * a.nb + 2 * c)))));
-      acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_mul_ps(sv, dv), acc[m]);
+      for (int m = 0; m < MR; ++m) {
+        const __m512i sums = _mm512_dpbusd_epi32(start, _mm512_loadu_si512(a.q.data() + (m0 + m) * a.KP + c * CHUNK), wv);
+        part[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), sv, part[m]);
+      }
     }
+    for (int m = 0; m < MR; ++m) acc[m] = _mm512_fmadd_ps(part[m], _mm512_set1_ps(a.d[(m0 + m) * a.nb + blk]), acc[m]);
   }
   for (int m = 0; m < MR; ++m) {
     const int64_t r = m0 + m;
     float total = _mm512_reduce_add_ps(acc[m]);
-    if (offsets) total += offsets_dot(w, a.s.data() + r * a.nb, a.nb);
+    if (offsets) total += offsets_dot(w, a.s.data() + r * a.KP / 32, a.KP / 32);
     y[r * ldy] += total;
   }
 }
@@ -508,7 +583,9 @@ struct Decoder {
   bool interleaved;
   double eps;
 
-  at::Tensor forward(at::Tensor x, int64_t pos, const at::Tensor& cos, const at::Tensor& sin) const {
+  // last_only: the logits of the last row alone (a prefill needs no more; the vocabulary's
+  // projection over every row would be a large share of its work)
+  at::Tensor forward(at::Tensor x, int64_t pos, const at::Tensor& cos, const at::Tensor& sin, bool last_only) const {
     for (size_t i = 0; i < k_caches.size(); ++i) {
       const at::Tensor qkv = linears[4 * i].apply(rms_norm(x, norms[2 * i], eps), std::nullopt, "");
       at::Tensor k = k_caches[i], v = v_caches[i];
@@ -517,6 +594,7 @@ struct Decoder {
       const at::Tensor gate_up = linears[4 * i + 2].apply(rms_norm(x, norms[2 * i + 1], eps), std::nullopt, "");
       x = linears[4 * i + 3].apply(silu_mul(gate_up), x, "");
     }
+    if (last_only) x = x.narrow(0, x.size(0) - 1, 1);
     if (final_norm.has_value()) x = rms_norm(x, *final_norm, eps);
     return output.apply(x, std::nullopt, "");
   }
@@ -539,7 +617,8 @@ void register_ggml(pybind11::module& m) {
   py::class_<Decoder>(m, "Decoder")
       .def(py::init<std::vector<Linear>, std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>,
                     std::optional<at::Tensor>, Linear, int64_t, int64_t, bool, double>())
-      .def("forward", &Decoder::forward, "logits for a step's rows at positions pos..");
+      .def("forward", &Decoder::forward, "logits for a step's rows at positions pos..", py::arg("x"), py::arg("pos"),
+           py::arg("cos"), py::arg("sin"), py::arg("last_only") = false);
   m.def("ggml_rows", &ggml_rows, "float values of some rows of a GGUF tensor", py::arg("type"), py::arg("raw"), py::arg("K"),
         py::arg("ids"));
   m.def("ggml_dequantize", &ggml_dequantize, "every row of a GGUF tensor as float32", py::arg("type"), py::arg("raw"),

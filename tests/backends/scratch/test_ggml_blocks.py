@@ -12,7 +12,6 @@ from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
 from backends.scratch import kernels
-from backends.scratch.blockquant import quantize_activations
 from tests.helpers import random_blocks
 
 BLOCK_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q8_0", "Q4_K", "Q6_K"]
@@ -37,11 +36,13 @@ def test_dequantisation_equals_the_gguf_reference(type_name):
 
 
 def _expected(x: torch.Tensor, weight: np.ndarray) -> torch.Tensor:
-    """The product the kernels compute: activations rounded per block of 32 as they round them, times
-    the dequantised weight, in float64."""
-    nb = -(-x.shape[1] // 32)
-    xq, d, _ = quantize_activations(x, nb)
-    rounded = (xq.view(x.shape[0], nb, 32).double() * d.double()[..., None]).reshape(x.shape[0], -1)[:, : x.shape[1]]
+    """The product the kernels compute: activations rounded to int8 per block of 128 as they round them
+    (d = amax / 127, q = round(x * (1 / d)), ties to even), times the dequantised weight, in float64."""
+    width = -(-x.shape[1] // 128) * 128
+    blocks = torch.nn.functional.pad(x, (0, width - x.shape[1])).view(x.shape[0], -1, 128)
+    d = blocks.abs().amax(-1, keepdim=True) / 127
+    q = torch.round(blocks * torch.where(d > 0, 1 / d, torch.zeros_like(d)))
+    rounded = (q.double() * d.double()).reshape(x.shape[0], -1)[:, : x.shape[1]]
     return rounded @ torch.from_numpy(weight).double().T
 
 
