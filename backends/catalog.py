@@ -76,8 +76,11 @@ def installed_path(voice: Voice) -> Path:
 
 
 def is_installed(voice: Voice) -> bool:
+    """Whether the voice's file is in place, as the install checked it (same size, mtime and sha256)."""
+    from backends.gguf import known_hash
+
     path = installed_path(voice)
-    return path.is_file() and path.stat().st_size == voice.size
+    return path.is_file() and known_hash(path) == voice.sha256
 
 
 def _downloads(voice: Voice) -> Path:

@@ -77,12 +77,21 @@ def remember_hash(path: Path, sha256: str) -> None:
     write_atomic(gguf_dir() / _INDEX, json.dumps(index, indent=1))
 
 
-def content_hash(path: Path, report: Callable[[str], None]) -> str:
-    """sha256 of the file, remembered by path, size and mtime (a multi-GB file is read once)."""
+def known_hash(path: Path) -> str | None:
+    """The remembered sha256 of the file, if it has not changed (size, mtime) since; else None."""
     stat = path.stat()
     known = _hash_index().get(str(path.resolve()))
     if known and known["size"] == stat.st_size and known["mtime_ns"] == stat.st_mtime_ns:
         return known["sha256"]
+    return None
+
+
+def content_hash(path: Path, report: Callable[[str], None]) -> str:
+    """sha256 of the file, remembered by path, size and mtime (a multi-GB file is read once)."""
+    known = known_hash(path)
+    if known:
+        return known
+    stat = path.stat()
     report(f"  identifying {path.name} ({stat.st_size / 2**20:.0f} MiB)")
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -21,6 +21,10 @@ def register(sub) -> None:
                         "them (the grounded-answer adapter on focused evidence, up to 128 tokens) and the bundled "
                         "model itself (whole paragraphs, 128 tokens), each decoded with and without prompt-lookup "
                         "speculation (skipped without it)")
+    q.add_argument("--gguf", metavar="FILE|NAME",
+                   help="instead: a GGUF file (or an installed voice, e.g. qwen2.5-coder-0.5b) on its own blocks "
+                        "against llama.cpp on the same file, at 1 and 2 threads: prefill and decode tok/s, peak "
+                        "RSS of each, and next-token agreement with the dequantised fp32 model")
     q.add_argument("--json", action="store_true", help="print one JSON line")
     q.set_defaults(func=cmd_decode)
 
@@ -61,6 +65,15 @@ def _report(args: argparse.Namespace):
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    if args.gguf:
+        from assistant.bench import gguf_decode
+        from backends.registry import resolve_source
+
+        path = resolve_source(args.gguf)
+        if not path.is_file():
+            raise HearthError(f"--gguf needs a .gguf file or an installed voice; {args.gguf} is a folder")
+        emit(gguf_decode.run(path, new_tokens=min(args.tokens, 128), report=_report(args)), args.json)
+        return 0
     from assistant.bench import decode
 
     emit(decode.run(new_tokens=args.tokens, report=_report(args), device=args.device, squad=args.squad), args.json)
