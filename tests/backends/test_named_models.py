@@ -18,7 +18,7 @@ def test_a_name_switches_model_and_backend_as_registered(tiny_llama_dir, hearth_
     on_endpoint = local.with_model("remote")
     assert (on_endpoint.backend, on_endpoint.base_url, on_endpoint.model, on_endpoint.api_key_env,
             on_endpoint.context_length, on_endpoint.precision) == (
-        "openai", "http://127.0.0.1:9/v1", "llama3.2:3b", "MY_KEY", 2048, "fp32")
+        "openai", "http://127.0.0.1:9/v1", "llama3.2:3b", "MY_KEY", 2048, "auto")
     assert on_endpoint.with_model("qwen2.5:7b").model == "qwen2.5:7b"  # another model on the same server
     back = on_endpoint.with_model("tiny")
     assert (back.backend, back.model, back.base_url, back.api_key_env) == ("hf", "tiny", None, None)
